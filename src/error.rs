@@ -1,0 +1,78 @@
+//! Errors of the domain services, shared by tracking, matching, trips and accounts.
+//!
+//! Each variant is either a client error, which the GraphQL layer returns with a stable
+//! `extensions.code`, or an internal one, which it logs once with its cause and hides behind a
+//! generic message.
+
+use entity::enums::{OfferStatus, TripStatus};
+use sea_orm::DbErr;
+
+use crate::geometry::CoordinateError;
+use crate::trips::state::IllegalTransition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// An argument failed validation. `field` is the argument path, such as `pickup.lat`.
+    #[error("invalid {field}: {message}")]
+    InvalidInput { field: String, message: String },
+    #[error("{entity} {id} not found")]
+    NotFound { entity: &'static str, id: i64 },
+    /// The trip's state does not allow the action.
+    #[error("trip {trip_id}: {source}")]
+    InvalidTransition {
+        trip_id: i64,
+        #[source]
+        source: IllegalTransition,
+    },
+    /// The driver never received an offer of the trip.
+    #[error("driver {driver_id} has no offer of trip {trip_id}")]
+    OfferNotFound { trip_id: i64, driver_id: i64 },
+    /// The driver's latest offer of the trip was already answered or expired.
+    #[error("offer {offer_id} is {status:?}, not pending")]
+    OfferNotPending { offer_id: i64, status: OfferStatus },
+    /// The request is valid but clashes with the current state of another object, such as a
+    /// driver who already holds a trip.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller is not a party to the object it acts on.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("database error")]
+    Database(#[from] DbErr),
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ServiceError::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An invalid coordinate pair under `field`, naming `field.lat` or `field.lng` when the
+    /// error concerns one axis.
+    pub fn coordinate(field: &str, error: CoordinateError) -> Self {
+        let axis = match &error {
+            CoordinateError::NotFinite { axis, .. } => Some(*axis),
+            CoordinateError::LatitudeOutOfRange { .. } => Some("lat"),
+            CoordinateError::LongitudeOutOfRange { .. } => Some("lng"),
+            CoordinateError::NullIsland { .. } | CoordinateError::OutsideServiceArea { .. } => None,
+        };
+        let path = axis.map_or_else(|| field.to_owned(), |axis| format!("{field}.{axis}"));
+        ServiceError::invalid(path, error.to_string())
+    }
+
+    pub fn transition(trip_id: i64, source: IllegalTransition) -> Self {
+        ServiceError::InvalidTransition { trip_id, source }
+    }
+
+    /// The trip's status when the error is an illegal transition.
+    pub fn trip_status(&self) -> Option<TripStatus> {
+        match self {
+            ServiceError::InvalidTransition { source, .. } => Some(source.from),
+            _ => None,
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -1,0 +1,36 @@
+//! mobility: a ride-matching server behind one GraphQL API.
+//!
+//! Modules, from the edge inwards:
+//!
+//! - [`app`]: builds the services, the HTTP router (GraphiQL, `/graphql`, `/graphql/ws`,
+//!   `/healthz`) and runs the server with graceful shutdown.
+//! - [`schema`]: GraphQL types, inputs, enums, DataLoaders, the schema builder and the one
+//!   mapping from service errors to `extensions.code`.
+//! - [`resolvers`]: query, mutation and subscription roots; thin, they call one service each.
+//! - [`accounts`]: riders, drivers and vehicles.
+//! - [`tracking`]: presence and live positions, with fix validation and the live registry.
+//! - [`matching`]: spatial search for drivers near a pickup and requests near a driver.
+//! - [`ranking`]: the pure scoring of candidates.
+//! - [`trips`]: the trip state machine and its transactions, offers and their expiry.
+//! - [`events`]: in-process fan-out of live events to subscribers.
+//! - [`spatial`], [`geometry`]: the R-tree index and coordinate handling.
+//! - [`config`], [`db`], [`error`]: settings, database connection, service errors.
+//! - [`replay`]: drives a running server with the Porto taxi data over its public API.
+//!
+//! Domain modules do not use async-graphql; only `schema` and `resolvers` do.
+
+pub mod accounts;
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod geometry;
+pub mod matching;
+pub mod ranking;
+pub mod replay;
+pub mod resolvers;
+pub mod schema;
+pub mod spatial;
+pub mod tracking;
+pub mod trips;

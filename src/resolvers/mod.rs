@@ -1,0 +1,27 @@
+//! GraphQL root objects. A resolver parses its arguments, calls one service method and
+//! converts the result; the rules live in the services.
+
+mod accounts;
+mod matching;
+mod query;
+mod subscription;
+mod tracking;
+mod trips;
+
+use async_graphql::{MergedObject, MergedSubscription};
+
+/// Root of all queries.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(query::Query, matching::MatchingQuery);
+
+/// Root of all mutations.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    accounts::AccountMutation,
+    tracking::TrackingMutation,
+    trips::TripMutation,
+);
+
+/// Root of all subscriptions.
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(subscription::Subscription);

@@ -1,0 +1,103 @@
+//! Look-ups of riders, drivers and trips.
+
+use async_graphql::{Context, ID, Object, Result};
+
+use crate::app::Services;
+use crate::schema::error::{api_error, parse_id};
+use crate::schema::inputs::TripFilterInput;
+use crate::schema::types::{Driver, Rider, Trip};
+use crate::trips::TripFilter;
+
+#[derive(Default)]
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// A driver by id; null when there is none.
+    async fn driver(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Driver>> {
+        let id = parse_id(&id, "id")?;
+        let accounts = &ctx.data::<Services>()?.accounts;
+        Ok(accounts.driver(id).await.map_err(api_error)?.map(Driver))
+    }
+
+    /// A driver by E.164 phone number; null when there is none.
+    async fn driver_by_phone(&self, ctx: &Context<'_>, phone: String) -> Result<Option<Driver>> {
+        let accounts = &ctx.data::<Services>()?.accounts;
+        Ok(accounts
+            .driver_by_phone(&phone)
+            .await
+            .map_err(api_error)?
+            .map(Driver))
+    }
+
+    /// Drivers in id order: `limit` (1 to 100, default 20) after the id `after`.
+    async fn drivers(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<ID>,
+        limit: Option<i32>,
+    ) -> Result<Vec<Driver>> {
+        let after = after.map(|id| parse_id(&id, "after")).transpose()?;
+        let accounts = &ctx.data::<Services>()?.accounts;
+        let drivers = accounts.drivers(after, limit).await.map_err(api_error)?;
+        Ok(drivers.into_iter().map(Driver).collect())
+    }
+
+    /// A rider by id; null when there is none.
+    async fn rider(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Rider>> {
+        let id = parse_id(&id, "id")?;
+        let accounts = &ctx.data::<Services>()?.accounts;
+        Ok(accounts.rider(id).await.map_err(api_error)?.map(Rider))
+    }
+
+    /// A rider by E.164 phone number; null when there is none.
+    async fn rider_by_phone(&self, ctx: &Context<'_>, phone: String) -> Result<Option<Rider>> {
+        let accounts = &ctx.data::<Services>()?.accounts;
+        Ok(accounts
+            .rider_by_phone(&phone)
+            .await
+            .map_err(api_error)?
+            .map(Rider))
+    }
+
+    /// A trip by id; null when there is none.
+    async fn trip(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Trip>> {
+        let id = parse_id(&id, "id")?;
+        let trips = &ctx.data::<Services>()?.trips;
+        Ok(trips.trip(id).await.map_err(api_error)?.map(Trip))
+    }
+
+    /// Trips newest first: `limit` (1 to 100, default 20) with ids below `before`.
+    async fn trips(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<TripFilterInput>,
+        before: Option<ID>,
+        limit: Option<i32>,
+    ) -> Result<Vec<Trip>> {
+        let filter = filter.unwrap_or_default();
+        let filter = TripFilter {
+            status: filter
+                .status
+                .map(|s| s.into_iter().map(Into::into).collect()),
+            rider_id: filter
+                .rider_id
+                .map(|id| parse_id(&id, "filter.riderId"))
+                .transpose()?,
+            driver_id: filter
+                .driver_id
+                .map(|id| parse_id(&id, "filter.driverId"))
+                .transpose()?,
+            before_id: before.map(|id| parse_id(&id, "before")).transpose()?,
+            limit,
+        };
+        let trips = &ctx.data::<Services>()?.trips;
+        Ok(trips
+            .trips(&filter)
+            .await
+            .map_err(api_error)?
+            .into_iter()
+            .map(Trip)
+            .collect())
+    }
+}

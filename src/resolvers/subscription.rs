@@ -1,0 +1,97 @@
+//! Live streams over WebSocket: a driver's positions, one trip's changes, and every trip
+//! change for dashboards.
+
+use async_graphql::{Context, ID, Result, Subscription};
+use futures_util::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::app::Services;
+use crate::error::ServiceError;
+use crate::schema::error::{api_error, parse_id};
+use crate::schema::types::{DriverLocation, Location, TripUpdate};
+
+#[derive(Default)]
+pub struct Subscription;
+
+/// Drops the lag notice of a subscriber that fell behind, after logging how much it missed.
+fn skip_lag<T>(item: Result<T, BroadcastStreamRecvError>, stream: &'static str) -> Option<T> {
+    match item {
+        Ok(value) => Some(value),
+        Err(BroadcastStreamRecvError::Lagged(missed)) => {
+            tracing::warn!(stream, missed, "subscriber fell behind; skipped events");
+            None
+        }
+    }
+}
+
+#[Subscription]
+impl Subscription {
+    /// Every accepted location fix of one driver.
+    async fn driver_location(
+        &self,
+        ctx: &Context<'_>,
+        driver_id: ID,
+    ) -> Result<impl Stream<Item = DriverLocation>> {
+        let id = parse_id(&driver_id, "driverId")?;
+        let services = ctx.data::<Services>()?;
+        if services.tracking.live().get(id).is_none() {
+            return Err(api_error(ServiceError::NotFound {
+                entity: "driver",
+                id,
+            }));
+        }
+        let stream = BroadcastStream::new(services.bus.subscribe_locations()).filter_map(
+            move |item| async move {
+                let event = skip_lag(item, "driverLocation")?;
+                (event.driver_id == id).then(|| DriverLocation {
+                    driver_id: ID(id.to_string()),
+                    location: Location::from(event.position),
+                    heading_deg: event.heading_deg,
+                    speed_mps: event.speed_mps,
+                    accuracy_meters: event.accuracy_m,
+                    recorded_at: event.recorded_at,
+                })
+            },
+        );
+        Ok(stream)
+    }
+
+    /// Every change of one trip, from the moment of subscription.
+    async fn trip_updated(
+        &self,
+        ctx: &Context<'_>,
+        trip_id: ID,
+    ) -> Result<impl Stream<Item = TripUpdate>> {
+        let id = parse_id(&trip_id, "tripId")?;
+        let services = ctx.data::<Services>()?;
+        // Subscribe before the existence check so no change between the two is missed.
+        let receiver = services.bus.subscribe_trips();
+        if services.trips.trip(id).await.map_err(api_error)?.is_none() {
+            return Err(api_error(ServiceError::NotFound { entity: "trip", id }));
+        }
+        let stream = BroadcastStream::new(receiver).filter_map(move |item| async move {
+            let update = skip_lag(item, "tripUpdated")?;
+            (update.trip.id == id).then_some(TripUpdate {
+                trip: update.trip,
+                event: update.event,
+            })
+        });
+        Ok(stream)
+    }
+
+    /// Every change of every trip (requests, offers, state changes, cancellations, ratings),
+    /// for dashboards.
+    async fn live_trips(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = TripUpdate>> {
+        let services = ctx.data::<Services>()?;
+        let stream =
+            BroadcastStream::new(services.bus.subscribe_trips()).filter_map(|item| async move {
+                let update = skip_lag(item, "liveTrips")?;
+                Some(TripUpdate {
+                    trip: update.trip,
+                    event: update.event,
+                })
+            });
+        Ok(stream)
+    }
+}

@@ -1,0 +1,141 @@
+//! The one mapping from service errors to GraphQL errors, and the extension that gives
+//! `extensions.code` to the errors async-graphql raises itself.
+//!
+//! Codes: `BAD_USER_INPUT` (with `field`), `NOT_FOUND`, `INVALID_TRANSITION`, `CONFLICT`,
+//! `FORBIDDEN`, `INTERNAL_SERVER_ERROR`, `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`.
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{
+    Error, ErrorExtensions, ID, Response, ServerError, ServerResult, ValidationResult, Variables,
+};
+use tracing::error;
+
+use crate::error::ServiceError;
+
+/// Converts a service error for the client. Internal errors are logged here, once, with their
+/// cause, and the client sees a generic message.
+pub fn api_error(e: ServiceError) -> Error {
+    let message = e.to_string();
+    match e {
+        ServiceError::InvalidInput { field, .. } => Error::new(message).extend_with(|_, ext| {
+            ext.set("code", "BAD_USER_INPUT");
+            ext.set("field", field);
+        }),
+        ServiceError::NotFound { .. } | ServiceError::OfferNotFound { .. } => {
+            with_code(message, "NOT_FOUND")
+        }
+        ServiceError::InvalidTransition { source, .. } => {
+            Error::new(message).extend_with(|_, ext| {
+                ext.set("code", "INVALID_TRANSITION");
+                ext.set(
+                    "tripStatus",
+                    crate::schema::enums::TripStatus::from(source.from),
+                );
+            })
+        }
+        ServiceError::OfferNotPending { .. } => with_code(message, "INVALID_TRANSITION"),
+        ServiceError::Conflict(_) => with_code(message, "CONFLICT"),
+        ServiceError::Forbidden(_) => with_code(message, "FORBIDDEN"),
+        ServiceError::Database(cause) => {
+            error!(error = %cause, cause = ?cause, "database error");
+            internal()
+        }
+    }
+}
+
+/// The error a client sees for any internal failure.
+pub fn internal() -> Error {
+    with_code(
+        "internal server error; the cause is in the server log".into(),
+        "INTERNAL_SERVER_ERROR",
+    )
+}
+
+/// A `BAD_USER_INPUT` error on `field`.
+pub fn bad_input(field: &str, message: impl Into<String>) -> Error {
+    api_error(ServiceError::invalid(field, message))
+}
+
+fn with_code(message: String, code: &'static str) -> Error {
+    Error::new(message).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// Parses a GraphQL `ID` argument into a row id.
+pub fn parse_id(id: &ID, field: &str) -> Result<i64, Error> {
+    match id.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad_input(
+            field,
+            format!("{:?} is not a valid id (a positive integer)", id.as_str()),
+        )),
+    }
+}
+
+/// Adds a code to errors raised by async-graphql before or around the resolvers: parse and
+/// validation errors, and argument coercion errors during execution (`BAD_USER_INPUT`).
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodesExtension)
+    }
+}
+
+struct ErrorCodesExtension;
+
+fn ensure_code(mut err: ServerError, code: &str) -> ServerError {
+    let extensions = err.extensions.get_or_insert_with(Default::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", code);
+    }
+    err
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodesExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|e| ensure_code(e, "GRAPHQL_PARSE_FAILED"))
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| ensure_code(e, "GRAPHQL_VALIDATION_FAILED"))
+                .collect()
+        })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let mut response = next.run(ctx, operation_name).await;
+        // Resolver errors already carry a code, so an error without one comes from coercing
+        // an argument or variable, which is the client's input.
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(|e| ensure_code(e, "BAD_USER_INPUT"))
+            .collect();
+        response
+    }
+}

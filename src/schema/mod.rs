@@ -1,0 +1,53 @@
+//! The GraphQL schema: types, inputs, enums, loaders, error mapping and the builder.
+
+pub mod enums;
+pub mod error;
+pub mod inputs;
+pub mod loaders;
+pub mod types;
+
+use async_graphql::Schema;
+use async_graphql::dataloader::DataLoader;
+
+use crate::app::Services;
+use crate::resolvers::{MutationRoot, QueryRoot, SubscriptionRoot};
+use loaders::{DriverLoader, RiderLoader, VehicleLoader};
+
+/// The schema type served at `/graphql`.
+pub type MobilitySchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Deepest query accepted. The deepest useful query (a trip's offer's driver's vehicle inside
+/// a subscription payload) is 6 levels.
+pub const MAX_DEPTH: usize = 12;
+
+/// Highest query complexity accepted (each field counts 1).
+pub const MAX_COMPLEXITY: usize = 2_000;
+
+/// Builds the schema around the services.
+pub fn build(services: Services) -> MobilitySchema {
+    let db = services.db.clone();
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .data(DataLoader::new(DriverLoader(db.clone()), tokio::spawn))
+    .data(DataLoader::new(RiderLoader(db.clone()), tokio::spawn))
+    .data(DataLoader::new(VehicleLoader(db), tokio::spawn))
+    .data(services)
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .extension(error::ErrorCodes)
+    .finish()
+}
+
+/// The schema in SDL, as written to `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .finish()
+    .sdl()
+}

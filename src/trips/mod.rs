@@ -1,0 +1,128 @@
+//! The trip lifecycle: requests, offers, acceptance, the driver's steps, cancellation and
+//! ratings, each one database transaction on the state machine in [`state`].
+//!
+//! Concurrency rules live in the database, not in memory: a trip moves only with a
+//! conditional `UPDATE ... WHERE status = <expected>`, so of two concurrent accepts exactly
+//! one changes a row; the partial unique index `uq_trips_active_driver` keeps a driver to one
+//! active trip; `uq_offers_pending_trip` keeps a trip to one pending offer. After commit the
+//! in-memory indexes are updated and the change is published to subscribers.
+
+mod expiry;
+mod lifecycle;
+mod reads;
+pub mod state;
+mod store;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use entity::enums::{TripStatus, VehicleType};
+use entity::{trip, trip_event};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+
+pub use expiry::run_offer_expiry;
+pub use reads::TripFilter;
+pub use store::Actor;
+
+use crate::events::{EventBus, TripUpdateEvent};
+use crate::geometry::BoundingBox;
+use crate::matching::{OpenRequest, OpenRequests};
+use crate::tracking::LiveDrivers;
+
+/// Limits of trip input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TripConfig {
+    /// Seconds a driver has to answer an offer.
+    pub offer_ttl_s: i64,
+    /// How far ahead a trip may be scheduled, in seconds.
+    pub max_schedule_ahead_s: i64,
+    pub service_area: Option<BoundingBox>,
+}
+
+/// A ride request before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TripRequest {
+    pub rider_id: i64,
+    pub pickup: (f64, f64),
+    pub dropoff: Option<(f64, f64)>,
+    pub vehicle_type: VehicleType,
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// The trip service.
+#[derive(Debug, Clone)]
+pub struct Trips {
+    db: DatabaseConnection,
+    live: Arc<LiveDrivers>,
+    requests: Arc<OpenRequests>,
+    bus: EventBus,
+    config: TripConfig,
+}
+
+impl Trips {
+    pub fn new(
+        db: DatabaseConnection,
+        live: Arc<LiveDrivers>,
+        requests: Arc<OpenRequests>,
+        bus: EventBus,
+        config: TripConfig,
+    ) -> Self {
+        Self {
+            db,
+            live,
+            requests,
+            bus,
+            config,
+        }
+    }
+
+    fn offer_ttl(&self) -> TimeDelta {
+        TimeDelta::seconds(self.config.offer_ttl_s)
+    }
+
+    /// Updates the in-memory indexes after a committed change and tells subscribers.
+    fn after_commit(&self, trip: trip::Model, event: trip_event::Model) {
+        match trip.status {
+            TripStatus::Requested => self.requests.insert(open_request(&trip)),
+            _ => self.requests.remove(trip.id),
+        }
+        if let Some(driver_id) = trip.driver_id {
+            let now = Utc::now();
+            self.live.update(driver_id, |d| {
+                if state::ACTIVE_STATES.contains(&trip.status) {
+                    d.active_trip_id = Some(trip.id);
+                    d.available_since = None;
+                } else if d.active_trip_id == Some(trip.id) {
+                    d.active_trip_id = None;
+                    d.available_since = d.online.then_some(now);
+                }
+            });
+        }
+        self.bus.publish_trip(TripUpdateEvent { trip, event });
+    }
+}
+
+fn open_request(trip: &trip::Model) -> OpenRequest {
+    OpenRequest {
+        trip_id: trip.id,
+        pickup: crate::geometry::LatLng {
+            lat: trip.pickup_lat,
+            lng: trip.pickup_lng,
+        },
+        vehicle_type: trip.vehicle_type,
+        scheduled_at: trip.scheduled_at,
+        requested_at: trip.requested_at,
+    }
+}
+
+/// Reads every open request from storage, to rebuild the request index at start.
+///
+/// # Errors
+/// Any database error.
+pub async fn load_open_requests(db: &DatabaseConnection) -> Result<OpenRequests, DbErr> {
+    let open = trip::Entity::find()
+        .filter(trip::Column::Status.eq(TripStatus::Requested))
+        .all(db)
+        .await?;
+    Ok(OpenRequests::from_requests(open.iter().map(open_request)))
+}
