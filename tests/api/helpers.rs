@@ -1,0 +1,460 @@
+//! Test harness: starts the real server on 127.0.0.1 with a fresh database per test, and
+//! talks to it over HTTP (reqwest) and WebSocket (tokio-tungstenite), as clients do.
+//!
+//! SQLite tests use a temporary file. PostgreSQL tests create a database per test on the server
+//! at `MOBILITY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`) and drop
+//! it when the test stops the app. An unreachable PostgreSQL fails the test with the URL and
+//! the command that starts it; it never skips.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use mobility::app::{RunningServer, spawn};
+use mobility::config::ServeConfig;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// Default administrative URL of the test PostgreSQL server.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Storage engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Defines `mod NAME { sqlite, postgres }` test pairs that call `async fn NAME(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A number unique within this test process, for phone numbers, plates and database names.
+pub fn unique() -> u64 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+enum Store {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+/// A running server with its own database.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub backend: Backend,
+    http: reqwest::Client,
+    server: Option<RunningServer>,
+    store: Option<Store>,
+    database_url: String,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("MOBILITY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+async fn create_postgres_database() -> (String, Store) {
+    let admin_url = postgres_admin_url();
+    let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is required for the postgres tests and is not reachable at {admin_url}: \
+             {e}. Start it (on Debian: pg_ctlcluster --skip-systemctl-redirect $(ls \
+             /etc/postgresql) main start) or set MOBILITY_TEST_POSTGRES_URL."
+        )
+    });
+    let name = format!("mobility_test_{}_{}", std::process::id(), unique());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name} on {admin_url}: {e}"));
+    admin.close().await.ok();
+    let mut url = url::Url::parse(&admin_url).expect("MOBILITY_TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    (url.to_string(), Store::Postgres { admin_url, name })
+}
+
+impl TestApp {
+    /// Starts a server with default settings.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts a server after `adjust` changes the default settings.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        let (database_url, store) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                (url, Store::Sqlite(dir))
+            }
+            Backend::Postgres => create_postgres_database().await,
+        };
+        let mut app = TestApp {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            backend,
+            http: reqwest::Client::new(),
+            server: None,
+            store: Some(store),
+            database_url,
+        };
+        app.start(adjust).await;
+        app
+    }
+
+    async fn start(&mut self, adjust: impl FnOnce(&mut ServeConfig)) {
+        let mut config = ServeConfig::with_database(self.database_url.clone());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
+        let server = spawn(config).await.expect("server starts");
+        self.addr = server.addr;
+        self.server = Some(server);
+    }
+
+    /// Stops the server and starts a new one on the same database, as after a crash or deploy.
+    pub async fn restart(&mut self, adjust: impl FnOnce(&mut ServeConfig)) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("server stops cleanly");
+        }
+        self.start(adjust).await;
+    }
+
+    /// Stops the server and drops the PostgreSQL database.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("server stops cleanly");
+        }
+        if let Some(Store::Postgres { admin_url, name }) = self.store.take() {
+            if let Ok(admin) = Database::connect(&admin_url).await {
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a GraphQL POST and returns the whole JSON response.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql");
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON body");
+        assert!(status.is_success(), "HTTP {status}: {body}");
+        body
+    }
+
+    /// Sends a GraphQL POST and returns `data`, failing the test on any error.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let body = self.gql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Sends a GraphQL POST that must fail; returns the first error and checks its code.
+    pub async fn err(&self, query: &str, variables: Value, code: &str) -> Value {
+        let body = self.gql(query, variables).await;
+        let error = body["errors"][0].clone();
+        assert!(
+            !error.is_null(),
+            "expected an error with code {code}, got {body}"
+        );
+        assert_eq!(error["extensions"]["code"], code, "wrong code in {body}");
+        error
+    }
+
+    /// Registers a rider with a unique phone; returns the id.
+    pub async fn rider(&self) -> String {
+        let n = unique();
+        let data = self
+            .ok(
+                "mutation($input: RegisterRiderInput!) { registerRider(input: $input) { id } }",
+                json!({ "input": { "name": format!("Rider {n}"), "phone": format!("+2507{:08}", n) } }),
+            )
+            .await;
+        data["registerRider"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a driver of `vehicle_type` (`"MOTO"` or `"CAB"`); returns the id.
+    pub async fn driver(&self, vehicle_type: &str) -> String {
+        let n = unique();
+        let input = json!({
+            "name": format!("Driver {n}"),
+            "phone": format!("+2507{:08}", 50_000_000 + n),
+            "vehicle": { "type": vehicle_type, "plate": format!("RAD{n:05}") },
+        });
+        let data = self
+            .ok(
+                "mutation($input: RegisterDriverInput!) { registerDriver(input: $input) { id } }",
+                json!({ "input": input }),
+            )
+            .await;
+        data["registerDriver"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a driver and puts it online at (`lat`, `lng`); returns the id.
+    pub async fn online_driver(&self, vehicle_type: &str, lat: f64, lng: f64) -> String {
+        let id = self.driver(vehicle_type).await;
+        self.ok(
+            "mutation($id: ID!, $loc: LocationInput) { goOnline(driverId: $id, location: $loc) { id } }",
+            json!({ "id": id, "loc": { "lat": lat, "lng": lng } }),
+        )
+        .await;
+        id
+    }
+
+    /// Requests a trip for `rider` at (`lat`, `lng`); returns the trip id.
+    pub async fn request_trip(
+        &self,
+        rider: &str,
+        vehicle_type: &str,
+        lat: f64,
+        lng: f64,
+    ) -> String {
+        let data = self
+            .ok(
+                "mutation($input: RequestTripInput!) { requestTrip(input: $input) { id status } }",
+                json!({ "input": {
+                    "riderId": rider,
+                    "pickup": { "lat": lat, "lng": lng },
+                    "vehicleType": vehicle_type,
+                } }),
+            )
+            .await;
+        assert_eq!(data["requestTrip"]["status"], "REQUESTED");
+        data["requestTrip"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs a driver step mutation (`acceptTrip`, `arriveAtPickup`, `startTrip`,
+    /// `completeTrip`) and returns the whole response.
+    pub async fn driver_step(&self, mutation: &str, trip: &str, driver: &str) -> Value {
+        let query = format!(
+            "mutation($t: ID!, $d: ID!) {{ {mutation}(tripId: $t, driverId: $d) {{ id status }} }}"
+        );
+        self.gql(&query, json!({ "t": trip, "d": driver })).await
+    }
+
+    /// Current status of a trip.
+    pub async fn trip_status(&self, trip: &str) -> String {
+        let data = self
+            .ok(
+                "query($id: ID!) { trip(id: $id) { status } }",
+                json!({ "id": trip }),
+            )
+            .await;
+        data["trip"]["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Opens a WebSocket subscription with `protocol` and waits for the server's ack.
+    pub async fn subscribe(
+        &self,
+        protocol: Protocol,
+        query: &str,
+        variables: Value,
+    ) -> Subscription {
+        let mut request = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .expect("WebSocket request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.name()),
+        );
+        let (mut socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some(protocol.name()),
+            "server picked another subprotocol"
+        );
+        send_json(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": {} }),
+        )
+        .await;
+        let mut sub = Subscription { socket, protocol };
+        let ack = sub.next_message().await;
+        assert_eq!(ack["type"], "connection_ack", "expected ack, got {ack}");
+        let start = match protocol {
+            Protocol::TransportWs => "subscribe",
+            Protocol::LegacyWs => "start",
+        };
+        send_json(
+            &mut sub.socket,
+            json!({ "id": "1", "type": start, "payload": { "query": query, "variables": variables } }),
+        )
+        .await;
+        // The protocols have no acknowledgement of a started subscription, so give the server
+        // a moment to register it before the test publishes; a slower server only makes the
+        // test wait for an event it would have missed, never pass wrongly.
+        tokio::time::sleep(SUBSCRIBE_SETTLE).await;
+        sub
+    }
+}
+
+/// Pause after starting a subscription; see [`TestApp::subscribe`].
+const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(300);
+
+/// WebSocket subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `graphql-transport-ws` (the graphql-ws library).
+    TransportWs,
+    /// Legacy `graphql-ws` (subscriptions-transport-ws).
+    LegacyWs,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::LegacyWs => "graphql-ws",
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send_json(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .expect("WebSocket send");
+}
+
+/// Longest wait for one subscription message before the test fails. Generous because CI
+/// machines are shared; a passing test never waits this long.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An open subscription.
+pub struct Subscription {
+    socket: Socket,
+    protocol: Protocol,
+}
+
+impl Subscription {
+    /// Next protocol message, answering pings and skipping keep-alives.
+    async fn next_message(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(MESSAGE_TIMEOUT, self.socket.next())
+                .await
+                .expect("no WebSocket message within the timeout")
+                .expect("WebSocket closed")
+                .expect("WebSocket error");
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(frame) => panic!("WebSocket closed by server: {frame:?}"),
+                other => panic!("unexpected WebSocket message {other:?}"),
+            };
+            let value: Value = serde_json::from_str(&text).expect("JSON message");
+            match value["type"].as_str() {
+                Some("ka") => continue,
+                Some("ping") => {
+                    send_json(&mut self.socket, json!({ "type": "pong" })).await;
+                    continue;
+                }
+                _ => return value,
+            }
+        }
+    }
+
+    /// The `data` of the next event; fails the test on an error message.
+    pub async fn next_data(&mut self) -> Value {
+        let message = self.next_message().await;
+        let data_type = match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::LegacyWs => "data",
+        };
+        assert_eq!(
+            message["type"], data_type,
+            "expected an event, got {message}"
+        );
+        assert!(
+            message["payload"].get("errors").is_none(),
+            "event with errors: {message}"
+        );
+        message["payload"]["data"].clone()
+    }
+
+    /// The next message, which must be an error; returns the error payload.
+    #[allow(dead_code)]
+    pub async fn next_error(&mut self) -> Value {
+        let message = self.next_message().await;
+        match self.protocol {
+            Protocol::TransportWs => {
+                assert_eq!(message["type"], "error", "expected an error, got {message}");
+                message["payload"][0].clone()
+            }
+            Protocol::LegacyWs => {
+                // The legacy protocol reports resolver errors as a data message with errors,
+                // and validation errors as an error message.
+                let payload = &message["payload"];
+                let errors = payload
+                    .get("errors")
+                    .cloned()
+                    .unwrap_or_else(|| payload.clone());
+                assert!(
+                    message["type"] == "error" || errors.is_array(),
+                    "expected an error, got {message}"
+                );
+                if errors.is_array() {
+                    errors[0].clone()
+                } else {
+                    errors
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after 20 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + MESSAGE_TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
