@@ -175,7 +175,7 @@ fn rejects_bad_arguments() {
             },
         ),
         (
-            "near",
+            "near.lat",
             NearbyQuery {
                 lat: 95.0,
                 ..query()

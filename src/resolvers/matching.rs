@@ -68,6 +68,7 @@ impl MatchingQuery {
             .enumerate()
             .map(|(i, d)| NearbyDriver {
                 rank: i as i32 + 1,
+                driver_id_field: ID(d.driver_id.to_string()),
                 driver_id: d.driver_id,
                 vehicle_type: d.vehicle_type.into(),
                 location: d.position.into(),

@@ -508,6 +508,9 @@ pub struct ScoreComponent {
 pub struct NearbyDriver {
     /// 1 for the best match.
     pub rank: i32,
+    /// The driver's id; select `driver` for the profile, which costs a database read.
+    #[graphql(name = "driverId")]
+    pub driver_id_field: ID,
     #[graphql(skip)]
     pub driver_id: i64,
     pub vehicle_type: VehicleType,

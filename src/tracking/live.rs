@@ -29,6 +29,9 @@ pub struct LiveDriver {
     pub rating_count: i64,
     pub offers_accepted: i64,
     pub offers_rejected: i64,
+    /// Id of the latest trip event that bound this driver to a trip or released it, or 0
+    /// before the first. An older event applied late must not undo a newer one.
+    pub binding_event_id: i64,
 }
 
 impl LiveDriver {
@@ -45,6 +48,7 @@ impl LiveDriver {
             rating_count: 0,
             offers_accepted: 0,
             offers_rejected: 0,
+            binding_event_id: 0,
         }
     }
 

@@ -13,7 +13,7 @@ use tracing::{info, instrument};
 use super::state::{TripAction, next_status};
 use super::store::{
     Actor, NewEvent, clean_text, close_pending_offers, count_offer_answer, find_trip, insert_event,
-    move_trip, set_offer_status,
+    lock_trip, move_trip, set_offer_status,
 };
 use super::{TripRequest, Trips};
 use crate::error::{ServiceError, ServiceResult};
@@ -112,7 +112,7 @@ impl Trips {
         let now = Utc::now();
         let driver = self.known_driver(driver_id)?;
         let txn = self.db.begin().await?;
-        let trip = find_trip(&txn, trip_id).await?;
+        let trip = lock_trip(&txn, trip_id).await?;
         next_status(trip.status, TripAction::Offer)
             .map_err(|e| ServiceError::transition(trip_id, e))?;
         check_vehicle(&driver, &trip)?;
@@ -190,7 +190,7 @@ impl Trips {
         let now = Utc::now();
         let driver = self.known_driver(driver_id)?;
         let txn = self.db.begin().await?;
-        let trip = find_trip(&txn, trip_id).await?;
+        let trip = lock_trip(&txn, trip_id).await?;
         let to = next_status(trip.status, TripAction::Accept)
             .map_err(|e| ServiceError::transition(trip_id, e))?;
         check_vehicle(&driver, &trip)?;
@@ -347,8 +347,8 @@ impl Trips {
     /// One of the assigned driver's steps: arrive, start or complete.
     ///
     /// # Errors
-    /// `NotFound` for an unknown trip, `InvalidTransition` when the step is illegal in the
-    /// trip's state, `Forbidden` when the driver is not the trip's driver.
+    /// `NotFound` for an unknown trip or driver, `InvalidTransition` when the step is illegal
+    /// in the trip's state, `Forbidden` when the driver is not the trip's driver.
     #[instrument(skip(self), fields(trip.id = trip_id, driver.id = driver_id))]
     async fn driver_step(
         &self,
@@ -357,6 +357,7 @@ impl Trips {
         action: TripAction,
     ) -> ServiceResult<trip::Model> {
         let now = Utc::now();
+        self.known_driver(driver_id)?;
         let txn = self.db.begin().await?;
         let trip = find_trip(&txn, trip_id).await?;
         let to =
@@ -416,7 +417,7 @@ impl Trips {
         let now = Utc::now();
         let reason = clean_text(Some(reason), "reason", MAX_TEXT_CHARS, true)?;
         let txn = self.db.begin().await?;
-        let trip = find_trip(&txn, trip_id).await?;
+        let trip = lock_trip(&txn, trip_id).await?;
         let to = next_status(trip.status, TripAction::Cancel)
             .map_err(|e| ServiceError::transition(trip_id, e))?;
         check_party(&trip, actor)?;

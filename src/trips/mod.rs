@@ -4,8 +4,10 @@
 //! Concurrency rules live in the database, not in memory: a trip moves only with a
 //! conditional `UPDATE ... WHERE status = <expected>`, so of two concurrent accepts exactly
 //! one changes a row; the partial unique index `uq_trips_active_driver` keeps a driver to one
-//! active trip; `uq_offers_pending_trip` keeps a trip to one pending offer. After commit the
-//! in-memory indexes are updated and the change is published to subscribers.
+//! active trip; `uq_offers_pending_trip` keeps a trip to one pending offer. Offer, accept and
+//! cancel also lock the trip row first, so an offer never stays pending beside a concurrent
+//! accept or cancel. After commit the in-memory indexes are updated and the change is
+//! published to subscribers.
 
 mod expiry;
 mod lifecycle;
@@ -16,7 +18,7 @@ mod store;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use entity::enums::{TripStatus, VehicleType};
+use entity::enums::{TripEventKind, TripStatus, VehicleType};
 use entity::{trip, trip_event};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
@@ -82,13 +84,29 @@ impl Trips {
 
     /// Updates the in-memory indexes after a committed change and tells subscribers.
     fn after_commit(&self, trip: trip::Model, event: trip_event::Model) {
+        // A trip enters the index once, when requested, and never returns to REQUESTED. A
+        // later offer or decline carries a REQUESTED snapshot that may be applied after a
+        // concurrent accept removed the trip, so it must not insert it again.
         match trip.status {
-            TripStatus::Requested => self.requests.insert(open_request(&trip)),
+            TripStatus::Requested if event.kind == TripEventKind::Requested => {
+                self.requests.insert(open_request(&trip));
+            }
+            TripStatus::Requested => {}
             _ => self.requests.remove(trip.id),
         }
-        if let Some(driver_id) = trip.driver_id {
+        if let Some(driver_id) = trip.driver_id
+            && changes_binding(event.kind)
+        {
             let now = Utc::now();
             self.live.update(driver_id, |d| {
+                // Concurrent operations can reach this point in any order, such as a cancel
+                // before the accept it waited for. The trip row lock and
+                // `uq_trips_active_driver` serialize one driver's binding changes, so their
+                // event ids follow commit order and an older event is skipped.
+                if event.id <= d.binding_event_id {
+                    return;
+                }
+                d.binding_event_id = event.id;
                 if state::ACTIVE_STATES.contains(&trip.status) {
                     d.active_trip_id = Some(trip.id);
                     d.available_since = None;
@@ -100,6 +118,18 @@ impl Trips {
         }
         self.bus.publish_trip(TripUpdateEvent { trip, event });
     }
+}
+
+/// Returns whether an event binds a driver to its trip or releases the driver.
+fn changes_binding(kind: TripEventKind) -> bool {
+    matches!(
+        kind,
+        TripEventKind::Accepted
+            | TripEventKind::Arrived
+            | TripEventKind::Started
+            | TripEventKind::Completed
+            | TripEventKind::Cancelled
+    )
 }
 
 fn open_request(trip: &trip::Model) -> OpenRequest {

@@ -7,7 +7,7 @@ use entity::{driver, offer, trip, trip_event};
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, SqlErr,
+    QueryFilter, QuerySelect, SqlErr,
 };
 
 use crate::error::{ServiceError, ServiceResult};
@@ -54,6 +54,25 @@ pub struct NewEvent {
 
 pub async fn find_trip(txn: &DatabaseTransaction, trip_id: i64) -> ServiceResult<trip::Model> {
     trip::Entity::find_by_id(trip_id)
+        .one(txn)
+        .await?
+        .ok_or(ServiceError::NotFound {
+            entity: "trip",
+            id: trip_id,
+        })
+}
+
+/// Reads a trip and locks its row until the transaction ends (`SELECT ... FOR UPDATE`).
+///
+/// Offer, accept and cancel start with it, so on PostgreSQL they run one after another on
+/// the same trip. An offer therefore cannot commit unseen beside an accept or cancel and
+/// stay PENDING on a closed trip. A cancel waits for a concurrent accept and then cancels
+/// the ACCEPTED trip, instead of failing on the REQUESTED state it read before. SQLite has
+/// no row locks and needs none, because its single connection runs transactions one at a
+/// time.
+pub async fn lock_trip(txn: &DatabaseTransaction, trip_id: i64) -> ServiceResult<trip::Model> {
+    trip::Entity::find_by_id(trip_id)
+        .lock_exclusive()
         .one(txn)
         .await?
         .ok_or(ServiceError::NotFound {

@@ -63,6 +63,7 @@ enum Store {
 /// A running server with its own database.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    #[allow(dead_code)]
     pub backend: Backend,
     http: reqwest::Client,
     server: Option<RunningServer>,
@@ -144,12 +145,12 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("server stops cleanly");
         }
-        if let Some(Store::Postgres { admin_url, name }) = self.store.take() {
-            if let Ok(admin) = Database::connect(&admin_url).await {
-                let _ = admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            }
+        if let Some(Store::Postgres { admin_url, name }) = self.store.take()
+            && let Ok(admin) = Database::connect(&admin_url).await
+        {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
         }
     }
 
@@ -409,34 +410,38 @@ impl Subscription {
         message["payload"]["data"].clone()
     }
 
-    /// The next message, which must be an error; returns the error payload.
+    /// The next message, which must carry an error for the subscription; returns the first
+    /// error. async-graphql 7.2.1 reports every error, parse and validation errors included,
+    /// in the protocol's data message (`next` or `data`) with `data: null` and `errors`, and
+    /// then sends `complete`. It never sends the `error` message of graphql-transport-ws. This
+    /// also checks that `complete` follows.
     #[allow(dead_code)]
     pub async fn next_error(&mut self) -> Value {
         let message = self.next_message().await;
-        match self.protocol {
-            Protocol::TransportWs => {
-                assert_eq!(message["type"], "error", "expected an error, got {message}");
-                message["payload"][0].clone()
-            }
-            Protocol::LegacyWs => {
-                // The legacy protocol reports resolver errors as a data message with errors,
-                // and validation errors as an error message.
-                let payload = &message["payload"];
-                let errors = payload
-                    .get("errors")
-                    .cloned()
-                    .unwrap_or_else(|| payload.clone());
-                assert!(
-                    message["type"] == "error" || errors.is_array(),
-                    "expected an error, got {message}"
-                );
-                if errors.is_array() {
-                    errors[0].clone()
-                } else {
-                    errors
-                }
-            }
-        }
+        let data_type = match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::LegacyWs => "data",
+        };
+        assert_eq!(
+            message["type"], data_type,
+            "expected an error in a {data_type} message, got {message}"
+        );
+        assert!(
+            message["payload"]["data"].is_null(),
+            "expected no data with the error, got {message}"
+        );
+        let error = message["payload"]["errors"][0].clone();
+        assert!(error.is_object(), "expected an error, got {message}");
+        let complete = self.next_message().await;
+        assert_eq!(
+            complete["type"], "complete",
+            "expected complete after the error, got {complete}"
+        );
+        assert_eq!(
+            complete["id"], message["id"],
+            "complete of another operation"
+        );
+        error
     }
 }
 
@@ -456,5 +461,80 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// RFC 3339 time `offset_s` seconds from now (negative for the past), for `recordedAt`.
+#[allow(dead_code)]
+pub fn time_from_now(offset_s: i64) -> String {
+    let at = chrono::Utc::now() + chrono::TimeDelta::seconds(offset_s);
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl TestApp {
+    /// Sends `updateDriverLocation` with `location` (a `LocationInput` object) and returns
+    /// the whole response.
+    #[allow(dead_code)]
+    pub async fn update_location(&self, driver: &str, location: Value) -> Value {
+        self.gql(
+            "mutation($d: ID!, $l: LocationInput!) \
+             { updateDriverLocation(driverId: $d, location: $l) \
+             { status message errorCode latestRecordedAt } }",
+            json!({ "d": driver, "l": location }),
+        )
+        .await
+    }
+}
+
+/// Fields of a trip that a rejected call must leave unchanged.
+const TRIP_RECORD: &str = "status driver { id } \
+     events { kind actorRole actorId fromStatus toStatus offerId detail } \
+     offers { id status declineReason } ratings { raterRole stars comment }";
+
+/// Calls shared by the trip, offer and concurrency tests.
+impl TestApp {
+    /// Offers `trip` to `driver` and returns the whole response.
+    pub async fn offer_trip(&self, trip: &str, driver: &str) -> Value {
+        self.gql(
+            "mutation($t: ID!, $d: ID!) { offerTrip(tripId: $t, driverId: $d) \
+             { id tripId status createdAt expiresAt respondedAt declineReason distanceMeters \
+               driver { id } } }",
+            json!({ "t": trip, "d": driver }),
+        )
+        .await
+    }
+
+    /// Cancels `trip` as `role` (`"RIDER"` or `"DRIVER"`) with id `actor`; returns the whole
+    /// response.
+    pub async fn cancel_trip(&self, trip: &str, role: &str, actor: &str, reason: &str) -> Value {
+        self.gql(
+            "mutation($t: ID!, $a: ActorInput!, $r: String!) { cancelTrip(tripId: $t, actor: $a, \
+             reason: $r) { id status cancelledAt cancelledBy cancelReason } }",
+            json!({ "t": trip, "a": { "role": role, "id": actor }, "r": reason }),
+        )
+        .await
+    }
+
+    /// Reads a trip's status, driver, events, offers and ratings, to compare before and
+    /// after a call that must change nothing.
+    pub async fn trip_record(&self, trip: &str) -> Value {
+        let query = format!("query($id: ID!) {{ trip(id: $id) {{ {TRIP_RECORD} }} }}");
+        let data = self.ok(&query, json!({ "id": trip })).await;
+        assert!(!data["trip"].is_null(), "trip {trip} not found");
+        data["trip"].clone()
+    }
+
+    /// Reads a driver's presence, offer counters and rating summary.
+    pub async fn driver_state(&self, driver: &str) -> Value {
+        let data = self
+            .ok(
+                "query($id: ID!) { driver(id: $id) { offersAccepted offersRejected acceptanceRate \
+                 rating { average count smoothed } presence { online activeTripId \
+                 availableSince location { lat lng } } } }",
+                json!({ "id": driver }),
+            )
+            .await;
+        assert!(!data["driver"].is_null(), "driver {driver} not found");
+        data["driver"].clone()
     }
 }
