@@ -19,8 +19,14 @@ use mobility::spatial::SpatialIndex;
 use mobility::tracking::{Fix, LiveDriver, LiveDrivers};
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
-const MIN: LatLng = LatLng { lat: 41.008, lng: -8.718 };
-const MAX: LatLng = LatLng { lat: 41.320, lng: -8.468 };
+const MIN: LatLng = LatLng {
+    lat: 41.008,
+    lng: -8.718,
+};
+const MAX: LatLng = LatLng {
+    lat: 41.320,
+    lng: -8.468,
+};
 
 /// xorshift64*: deterministic points without a dependency.
 struct Rng(u64);
@@ -127,7 +133,11 @@ fn match_config() -> MatchConfig {
         stale_after_s: 120,
         scheduled_lead_s: 1_800,
         service_area: None,
-        eta: EtaModel { detour_factor: 1.3, moto_speed_mps: 8.3, cab_speed_mps: 6.9 },
+        eta: EtaModel {
+            detour_factor: 1.3,
+            moto_speed_mps: 8.3,
+            cab_speed_mps: 6.9,
+        },
         ranking: RankingConfig::default(),
     }
 }
@@ -163,11 +173,19 @@ fn nearby(c: &mut Criterion) {
 /// `nearbyDrivers` through the real schema and services on a SQLite file, with the live
 /// registry filled in memory; the query selects no field that reads the database.
 fn nearby_schema(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
     let services = runtime
-        .block_on(mobility::app::Services::build(&mobility::config::ServeConfig::with_database(url)))
+        .block_on(mobility::app::Services::build(
+            &mobility::config::ServeConfig::with_database(url),
+        ))
         .unwrap();
     let mut group = c.benchmark_group("schema");
     for n in [100_000_usize] {
@@ -187,8 +205,11 @@ fn nearby_schema(c: &mut Criterion) {
         }
         let schema = mobility::schema::build(services.clone());
         let mut rng = Rng(5);
-        group.bench_with_input(BenchmarkId::new("nearbyDrivers_1km_limit10", n), &n, |b, _| {
-            b.to_async(&runtime).iter(|| {
+        group.bench_with_input(
+            BenchmarkId::new("nearbyDrivers_1km_limit10", n),
+            &n,
+            |b, _| {
+                b.to_async(&runtime).iter(|| {
                 let p = rng.point();
                 let query = format!(
                     "{{ nearbyDrivers(near: {{lat: {}, lng: {}}}, radiusMeters: 1000, limit: 10, \
@@ -202,7 +223,8 @@ fn nearby_schema(c: &mut Criterion) {
                     black_box(response)
                 }
             })
-        });
+            },
+        );
     }
     group.finish();
 }

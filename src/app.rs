@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQL, GraphQLSubscription};
+use async_graphql::parser::types::OperationType;
+use async_graphql_axum::{GraphQL, GraphQLResponse, GraphQLSubscription};
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sea_orm::DatabaseConnection;
@@ -128,12 +129,65 @@ impl Services {
 pub fn router(schema: MobilitySchema, services: Services) -> Router {
     Router::new()
         .route("/", get(graphiql))
-        .route_service("/graphql", GraphQL::new(schema.clone()))
+        .route(
+            "/graphql",
+            get({
+                let schema = schema.clone();
+                move |uri: Uri| graphql_get(schema, uri)
+            })
+            .post_service(GraphQL::new(schema.clone())),
+        )
         .route_service("/graphql/ws", GraphQLSubscription::new(schema))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_page))
         .with_state(services)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Serves GraphQL over GET. A mutation gets 405 Method Not Allowed, as the GraphQL over HTTP
+/// specification requires, so that links, prefetchers and caches cannot change state.
+async fn graphql_get(schema: MobilitySchema, uri: Uri) -> Response {
+    let query_string = uri.query().unwrap_or_default();
+    let mut request = match async_graphql::http::parse_query_string(query_string) {
+        Ok(request) => request,
+        Err(e) => {
+            let message = format!("invalid GraphQL GET request: {e}");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    // async-graphql 7.2.1 reads only `operation_name`; the GraphQL over HTTP specification
+    // names the parameter `operationName`.
+    if request.operation_name.is_none() {
+        request.operation_name = url::form_urlencoded::parse(query_string.as_bytes())
+            .find(|(key, _)| key == "operationName")
+            .map(|(_, value)| value.into_owned());
+    }
+    if selects_mutation(&request) {
+        let message = "mutations must be sent with POST";
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            message,
+        )
+            .into_response();
+    }
+    GraphQLResponse::from(schema.execute(request).await).into_response()
+}
+
+/// Returns whether the operation that `request` selects is a mutation. A document that does not
+/// parse selects none, so executing it returns the parse error.
+fn selects_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    document.operations.iter().any(|(name, operation)| {
+        let selected = match (&request.operation_name, name) {
+            (Some(wanted), Some(name)) => wanted == name.as_str(),
+            _ => true,
+        };
+        selected && operation.node.ty == OperationType::Mutation
+    })
 }
 
 async fn graphiql() -> Html<String> {
@@ -142,6 +196,22 @@ async fn graphiql() -> Html<String> {
             .endpoint("/graphql")
             .subscription_endpoint("/graphql/ws")
             .finish(),
+    )
+}
+
+/// Prometheus text exposition of every metric in [`crate::metrics`].
+async fn metrics_page(State(services): State<Services>) -> impl IntoResponse {
+    use crate::metrics as m;
+
+    let handle = m::handle();
+    let live = services.tracking.live();
+    metrics::gauge!(m::ONLINE_DRIVERS).set(live.indexed_count() as f64);
+    metrics::gauge!(m::REGISTERED_DRIVERS).set(live.driver_count() as f64);
+    metrics::gauge!(m::OPEN_REQUESTS).set(services.matcher.open_request_count() as f64);
+    metrics::gauge!(m::SUBSCRIBERS).set(services.bus.subscriber_count() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
     )
 }
 
@@ -184,6 +254,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    crate::metrics::handle();
     let services = Services::build(&config).await?;
     let addr = listener.local_addr()?;
     info!(
@@ -235,6 +306,7 @@ async fn serve_services(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    crate::metrics::handle();
     let schema = schema::build(services.clone());
     let expiry = tokio::spawn(run_offer_expiry(
         services.trips.clone(),

@@ -1,14 +1,25 @@
 //! In-process fan-out of live events to GraphQL subscriptions.
 //!
-//! One `tokio::sync::broadcast` channel per event kind. A subscriber that falls more than the
-//! configured buffer behind skips the oldest events and is told how many it lost in the log;
-//! publishing never waits for a slow subscriber.
+//! Driver locations and trip changes go to keyed channels (one per driver or trip that has
+//! subscribers), so an update wakes only the subscribers of that driver or trip, not every
+//! open subscription. Trip changes also go to one global channel for `liveTrips`.
+//!
+//! Channels are `tokio::sync::broadcast`: a subscriber that falls more than its buffer behind
+//! skips the oldest events, and publishing never waits for a slow subscriber.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use entity::{trip, trip_event};
+use parking_lot::RwLock;
 use tokio::sync::broadcast;
 
 use crate::geometry::LatLng;
+
+/// Events one keyed subscriber may lag before it skips ahead. One driver sends a fix every few
+/// seconds and one trip changes a handful of times, so a small buffer is plenty.
+const KEYED_BUFFER: usize = 64;
 
 /// A driver's accepted location fix.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,41 +39,145 @@ pub struct TripUpdateEvent {
     pub event: trip_event::Model,
 }
 
-/// Sending halves of the event channels; clone freely.
+/// Broadcast channels created on first subscription and dropped when their last subscriber
+/// leaves.
+#[derive(Debug)]
+struct KeyedChannels<E> {
+    channels: RwLock<HashMap<i64, broadcast::Sender<E>>>,
+}
+
+impl<E: Clone> KeyedChannels<E> {
+    fn new() -> Self {
+        Self {
+            channels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn subscribe(&self, key: i64) -> broadcast::Receiver<E> {
+        let mut channels = self.channels.write();
+        channels
+            .entry(key)
+            .or_insert_with(|| broadcast::channel(KEYED_BUFFER).0)
+            .subscribe()
+    }
+
+    fn publish(&self, key: i64, event: E) {
+        let delivered = match self.channels.read().get(&key) {
+            Some(sender) => sender.send(event).is_ok(),
+            None => return,
+        };
+        if !delivered {
+            // Every receiver is gone: drop the channel unless someone subscribed meanwhile.
+            self.prune(key);
+        }
+    }
+
+    /// Drops the channel of `key` if it has no subscribers.
+    fn prune(&self, key: i64) {
+        let mut channels = self.channels.write();
+        if channels.get(&key).is_some_and(|s| s.receiver_count() == 0) {
+            channels.remove(&key);
+        }
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.channels
+            .read()
+            .values()
+            .map(broadcast::Sender::receiver_count)
+            .sum()
+    }
+}
+
+/// Publishing and subscribing halves of the event channels; clone freely.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    locations: broadcast::Sender<DriverLocationEvent>,
-    trips: broadcast::Sender<TripUpdateEvent>,
+    locations: Arc<KeyedChannels<DriverLocationEvent>>,
+    trips: Arc<KeyedChannels<TripUpdateEvent>>,
+    all_trips: broadcast::Sender<TripUpdateEvent>,
 }
 
 impl EventBus {
-    /// Creates the channels; `buffer` events per channel are kept for slow subscribers.
+    /// Creates the channels; `buffer` is the lag allowed on the all-trips channel.
     pub fn new(buffer: usize) -> Self {
         Self {
-            locations: broadcast::channel(buffer).0,
-            trips: broadcast::channel(buffer).0,
+            locations: Arc::new(KeyedChannels::new()),
+            trips: Arc::new(KeyedChannels::new()),
+            all_trips: broadcast::channel(buffer).0,
         }
     }
 
     pub fn publish_location(&self, event: DriverLocationEvent) {
-        // An error only means no one is subscribed, which is normal.
-        let _ = self.locations.send(event);
+        self.locations.publish(event.driver_id, event);
     }
 
     pub fn publish_trip(&self, event: TripUpdateEvent) {
-        let _ = self.trips.send(event);
+        self.trips.publish(event.trip.id, event.clone());
+        // An error only means no dashboard is subscribed, which is normal.
+        let _ = self.all_trips.send(event);
     }
 
-    pub fn subscribe_locations(&self) -> broadcast::Receiver<DriverLocationEvent> {
-        self.locations.subscribe()
+    /// Fixes of one driver.
+    pub fn subscribe_location(&self, driver_id: i64) -> broadcast::Receiver<DriverLocationEvent> {
+        self.locations.subscribe(driver_id)
     }
 
-    pub fn subscribe_trips(&self) -> broadcast::Receiver<TripUpdateEvent> {
-        self.trips.subscribe()
+    /// Changes of one trip.
+    pub fn subscribe_trip(&self, trip_id: i64) -> broadcast::Receiver<TripUpdateEvent> {
+        self.trips.subscribe(trip_id)
     }
 
-    /// Current subscriber count of both channels, for health output.
+    /// Drops the channel of a trip whose subscription was refused, such as for an unknown id.
+    pub fn prune_trip(&self, trip_id: i64) {
+        self.trips.prune(trip_id);
+    }
+
+    /// Changes of every trip.
+    pub fn subscribe_all_trips(&self) -> broadcast::Receiver<TripUpdateEvent> {
+        self.all_trips.subscribe()
+    }
+
+    /// Open subscriptions of all kinds, for health output and metrics.
     pub fn subscriber_count(&self) -> usize {
-        self.locations.receiver_count() + self.trips.receiver_count()
+        self.locations.subscriber_count()
+            + self.trips.subscriber_count()
+            + self.all_trips.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(driver_id: i64) -> DriverLocationEvent {
+        DriverLocationEvent {
+            driver_id,
+            position: LatLng { lat: 1.0, lng: 2.0 },
+            heading_deg: None,
+            speed_mps: None,
+            accuracy_m: None,
+            recorded_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn keyed_subscriber_gets_only_its_driver() {
+        let bus = EventBus::new(16);
+        let mut one = bus.subscribe_location(1);
+        bus.publish_location(fix(2));
+        bus.publish_location(fix(1));
+        assert_eq!(one.try_recv().unwrap().driver_id, 1);
+        assert!(one.try_recv().is_err());
+    }
+
+    #[test]
+    fn channel_dropped_after_last_subscriber() {
+        let bus = EventBus::new(16);
+        let receiver = bus.subscribe_location(7);
+        assert_eq!(bus.subscriber_count(), 1);
+        drop(receiver);
+        bus.publish_location(fix(7));
+        assert!(bus.locations.channels.read().is_empty());
+        assert_eq!(bus.subscriber_count(), 0);
     }
 }

@@ -155,7 +155,7 @@ pub fn validate_lat_lng(
         });
     }
     if !(-90.0..=90.0).contains(&lat) {
-        let hint = SwapHint((-90.0..=90.0).contains(&lng));
+        let hint = SwapHint((-90.0..=90.0).contains(&lng) && (-180.0..=180.0).contains(&lat));
         return Err(CoordinateError::LatitudeOutOfRange { lat, hint });
     }
     if !(-180.0..=180.0).contains(&lng) {
@@ -229,6 +229,9 @@ mod tests {
         assert!(err.to_string().contains("look swapped"), "{err}");
         let err = validate_lat_lng(120.0, 45.0, None).unwrap_err();
         assert!(err.to_string().contains("look swapped"), "{err}");
+        // Swapped, 200 is no valid longitude either, so there is no hint.
+        let err = validate_lat_lng(200.0, 10.0, None).unwrap_err();
+        assert!(!err.to_string().contains("look swapped"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`events`]: in-process fan-out of live events to subscribers.
 //! - [`spatial`], [`geometry`]: the R-tree index and coordinate handling.
 //! - [`config`], [`db`], [`error`]: settings, database connection, service errors.
+//! - [`metrics`]: Prometheus metric names and the `/metrics` exposition.
 //! - [`replay`]: drives a running server with the Porto taxi data over its public API.
 //!
 //! Domain modules do not use async-graphql; only `schema` and `resolvers` do.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod geometry;
 pub mod matching;
+pub mod metrics;
 pub mod ranking;
 pub mod replay;
 pub mod resolvers;

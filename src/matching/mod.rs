@@ -109,6 +109,11 @@ impl Matcher {
         &self.config
     }
 
+    /// Trips waiting for a driver.
+    pub fn open_request_count(&self) -> usize {
+        self.requests.len()
+    }
+
     /// Ranks the drivers who can pick up at a point.
     ///
     /// # Errors

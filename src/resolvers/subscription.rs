@@ -41,10 +41,10 @@ impl Subscription {
                 id,
             }));
         }
-        let stream = BroadcastStream::new(services.bus.subscribe_locations()).filter_map(
+        let stream = BroadcastStream::new(services.bus.subscribe_location(id)).filter_map(
             move |item| async move {
                 let event = skip_lag(item, "driverLocation")?;
-                (event.driver_id == id).then(|| DriverLocation {
+                Some(DriverLocation {
                     driver_id: ID(id.to_string()),
                     location: Location::from(event.position),
                     heading_deg: event.heading_deg,
@@ -66,13 +66,17 @@ impl Subscription {
         let id = parse_id(&trip_id, "tripId")?;
         let services = ctx.data::<Services>()?;
         // Subscribe before the existence check so no change between the two is missed.
-        let receiver = services.bus.subscribe_trips();
-        if services.trips.trip(id).await.map_err(api_error)?.is_none() {
+        let receiver = services.bus.subscribe_trip(id);
+        let found = services.trips.trip(id).await.map_err(api_error);
+        if !matches!(found, Ok(Some(_))) {
+            drop(receiver);
+            services.bus.prune_trip(id);
+            found?;
             return Err(api_error(ServiceError::NotFound { entity: "trip", id }));
         }
         let stream = BroadcastStream::new(receiver).filter_map(move |item| async move {
             let update = skip_lag(item, "tripUpdated")?;
-            (update.trip.id == id).then_some(TripUpdate {
+            Some(TripUpdate {
                 trip: update.trip,
                 event: update.event,
             })
@@ -84,14 +88,15 @@ impl Subscription {
     /// for dashboards.
     async fn live_trips(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = TripUpdate>> {
         let services = ctx.data::<Services>()?;
-        let stream =
-            BroadcastStream::new(services.bus.subscribe_trips()).filter_map(|item| async move {
+        let stream = BroadcastStream::new(services.bus.subscribe_all_trips()).filter_map(
+            |item| async move {
                 let update = skip_lag(item, "liveTrips")?;
                 Some(TripUpdate {
                     trip: update.trip,
                     event: update.event,
                 })
-            });
+            },
+        );
         Ok(stream)
     }
 }

@@ -4,6 +4,7 @@ pub mod enums;
 pub mod error;
 pub mod inputs;
 pub mod loaders;
+pub mod timing;
 pub mod types;
 
 use async_graphql::Schema;

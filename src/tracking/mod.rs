@@ -8,19 +8,20 @@
 pub mod live;
 pub mod rules;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use entity::{driver, driver_presence, location_history, trip, vehicle};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait,
 };
 use tracing::{debug, instrument};
 
 pub use live::{LiveDriver, LiveDrivers};
-pub use rules::{Fix, FixRules, FixVerdict};
+pub use rules::{Fix, FixRules, FixVerdict, judge_fix};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::{DriverLocationEvent, EventBus};
@@ -173,9 +174,10 @@ impl Tracking {
         location: Option<LocationInput>,
     ) -> ServiceResult<LiveDriver> {
         let now = Utc::now();
-        let fix = location
-            .map(|input| self.validate_fix(&input, "location", now))
-            .transpose()?;
+        // Validate before any write, so a bad location leaves the driver as it was.
+        if let Some(input) = &location {
+            self.validate_fix(input, "location", now)?;
+        }
         let before = self.known_driver(driver_id)?;
         let available_since = match before.available_since {
             Some(since) if before.online => Some(since),
@@ -210,8 +212,12 @@ impl Tracking {
             d.online = true;
             d.available_since = available_since;
         });
-        if let Some(fix) = fix {
-            self.store_fix(driver_id, fix, now).await?;
+        if let Some(input) = location {
+            let updates = [(driver_id, input)];
+            let mut outcomes = self.apply_updates(&updates, |_| "location".into()).await?;
+            outcomes
+                .pop()
+                .unwrap_or_else(|| unreachable!("one outcome per update"))?;
         }
         debug!("driver online");
         self.known_driver(driver_id)
@@ -263,21 +269,21 @@ impl Tracking {
         input: &LocationInput,
         field: &str,
     ) -> ServiceResult<UpdateOutcome> {
-        let now = Utc::now();
-        let fix = self.validate_fix(input, field, now)?;
-        let driver = self.known_driver(driver_id)?;
-        if !driver.online {
-            return Err(ServiceError::Conflict(format!(
-                "driver {driver_id} is offline; call goOnline before sending locations"
-            )));
-        }
-        self.store_fix(driver_id, fix, now).await
+        let updates = [(driver_id, input.clone())];
+        let mut outcomes = self.apply_updates(&updates, |_| field.to_owned()).await?;
+        outcomes
+            .pop()
+            .unwrap_or_else(|| unreachable!("one outcome per update"))
     }
 
-    /// Applies many updates; each gets its own outcome or error, in input order.
+    /// Applies many updates in one database transaction; each gets its own outcome or error,
+    /// in input order. Several fixes of one driver are judged in order, each against the one
+    /// before.
     ///
     /// # Errors
-    /// `InvalidInput` when the batch is empty or larger than the configured maximum.
+    /// `InvalidInput` when the batch is empty or larger than the configured maximum; a
+    /// database error fails the whole batch.
+    #[instrument(skip_all, fields(batch.len = updates.len()))]
     pub async fn update_locations(
         &self,
         updates: &[(i64, LocationInput)],
@@ -292,12 +298,8 @@ impl Tracking {
                 ),
             ));
         }
-        let mut outcomes = Vec::with_capacity(updates.len());
-        for (i, (driver_id, input)) in updates.iter().enumerate() {
-            let field = format!("updates[{i}].location");
-            outcomes.push(self.update_location(*driver_id, input, &field).await);
-        }
-        Ok(outcomes)
+        self.apply_updates(updates, |i| format!("updates[{i}].location"))
+            .await
     }
 
     fn known_driver(&self, driver_id: i64) -> ServiceResult<LiveDriver> {
@@ -307,67 +309,111 @@ impl Tracking {
         })
     }
 
-    async fn store_fix(
+    /// Judges every update in memory, stores the accepted ones in one transaction, then
+    /// applies them in memory and publishes them.
+    async fn apply_updates(
+        &self,
+        updates: &[(i64, LocationInput)],
+        field: impl Fn(usize) -> String,
+    ) -> ServiceResult<Vec<ServiceResult<UpdateOutcome>>> {
+        let now = Utc::now();
+        let mut results: Vec<Option<ServiceResult<UpdateOutcome>>> =
+            updates.iter().map(|_| None).collect();
+        // Latest accepted fix per driver within this batch.
+        let mut latest: HashMap<i64, Fix> = HashMap::new();
+        let mut accepted: Vec<(usize, i64, Fix)> = Vec::new();
+        for (i, (driver_id, input)) in updates.iter().enumerate() {
+            match self.judge_update(*driver_id, input, &field(i), now, &latest) {
+                Ok(Ok(fix)) => {
+                    latest.insert(*driver_id, fix);
+                    accepted.push((i, *driver_id, fix));
+                }
+                Ok(Err(ignored)) => results[i] = Some(Ok(ignored)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !accepted.is_empty() {
+            self.persist_fixes(&accepted, &latest, now).await?;
+        }
+        for (i, driver_id, fix) in accepted {
+            results[i] = Some(Ok(self.apply_accepted(driver_id, fix)));
+        }
+        for result in results.iter().flatten() {
+            let status = match result {
+                Ok(outcome) => match outcome.status {
+                    UpdateStatus::Accepted => "accepted",
+                    UpdateStatus::Stale => "stale",
+                    UpdateStatus::ImpossibleJump => "impossible_jump",
+                },
+                Err(_) => "rejected",
+            };
+            metrics::counter!(crate::metrics::LOCATION_UPDATES, "status" => status).increment(1);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| unreachable!("every update has a result")))
+            .collect())
+    }
+
+    /// Validates one update and judges it against the driver's last fix: `Ok(Ok(fix))` to
+    /// store, `Ok(Err(outcome))` when it is ignored as stale or an impossible jump.
+    fn judge_update(
         &self,
         driver_id: i64,
-        fix: Fix,
+        input: &LocationInput,
+        field: &str,
         now: DateTime<Utc>,
-    ) -> ServiceResult<UpdateOutcome> {
-        let verdict =
-            self.live
-                .judge(driver_id, &fix, &self.config.rules)
-                .ok_or(ServiceError::NotFound {
-                    entity: "driver",
-                    id: driver_id,
-                })?;
-        match verdict {
-            FixVerdict::Accept => {}
-            FixVerdict::Stale { latest } => {
-                return Ok(UpdateOutcome {
-                    driver_id,
-                    status: UpdateStatus::Stale,
-                    message: Some(format!(
-                        "fix recorded at {} is not newer than the last fix ({latest}); ignored",
-                        fix.recorded_at
-                    )),
-                    latest_recorded_at: Some(latest),
-                });
-            }
+        batch_latest: &HashMap<i64, Fix>,
+    ) -> ServiceResult<Result<Fix, UpdateOutcome>> {
+        let fix = self.validate_fix(input, field, now)?;
+        let driver = self.known_driver(driver_id)?;
+        if !driver.online {
+            return Err(ServiceError::Conflict(format!(
+                "driver {driver_id} is offline; call goOnline before sending locations"
+            )));
+        }
+        let last = batch_latest.get(&driver_id).copied().or(driver.fix);
+        let ignored = |message: String| UpdateOutcome {
+            driver_id,
+            status: UpdateStatus::Stale,
+            message: Some(message),
+            latest_recorded_at: last.map(|f| f.recorded_at),
+        };
+        match judge_fix(last.as_ref(), &fix, &self.config.rules) {
+            FixVerdict::Accept => Ok(Ok(fix)),
+            FixVerdict::Stale { latest } => Ok(Err(ignored(format!(
+                "fix recorded at {} is not newer than the last fix ({latest}); ignored",
+                fix.recorded_at
+            )))),
             FixVerdict::ImpossibleJump {
                 implied_speed_mps,
                 distance_m,
-            } => {
-                let latest = self
-                    .live
-                    .get(driver_id)
-                    .and_then(|d| d.fix)
-                    .map(|f| f.recorded_at);
-                return Ok(UpdateOutcome {
-                    driver_id,
-                    status: UpdateStatus::ImpossibleJump,
-                    message: Some(format!(
-                        "fix is {distance_m:.0} m from the last one, which needs \
-                         {implied_speed_mps:.1} m/s (max {} m/s); ignored as a GPS jump",
-                        self.config.rules.max_speed_mps
-                    )),
-                    latest_recorded_at: latest,
-                });
-            }
+            } => Ok(Err(UpdateOutcome {
+                status: UpdateStatus::ImpossibleJump,
+                ..ignored(format!(
+                    "fix is {distance_m:.0} m from the last one, which needs \
+                     {implied_speed_mps:.1} m/s (max {} m/s); ignored as a GPS jump",
+                    self.config.rules.max_speed_mps
+                ))
+            })),
         }
+    }
 
-        let stored = self.persist_fix(driver_id, &fix, now).await?;
-        if !stored || !self.live.apply_fix(driver_id, fix) {
+    /// Applies a stored fix in memory and publishes it, unless a newer fix of the same driver
+    /// landed concurrently.
+    fn apply_accepted(&self, driver_id: i64, fix: Fix) -> UpdateOutcome {
+        if !self.live.apply_fix(driver_id, fix) {
             let latest = self
                 .live
                 .get(driver_id)
                 .and_then(|d| d.fix)
                 .map(|f| f.recorded_at);
-            return Ok(UpdateOutcome {
+            return UpdateOutcome {
                 driver_id,
                 status: UpdateStatus::Stale,
                 message: Some("a newer fix arrived concurrently; ignored".into()),
                 latest_recorded_at: latest,
-            });
+            };
         }
         self.bus.publish_location(DriverLocationEvent {
             driver_id,
@@ -377,60 +423,80 @@ impl Tracking {
             accuracy_m: fix.accuracy_m,
             recorded_at: fix.recorded_at,
         });
-        Ok(UpdateOutcome {
+        UpdateOutcome {
             driver_id,
             status: UpdateStatus::Accepted,
             message: None,
             latest_recorded_at: Some(fix.recorded_at),
-        })
+        }
     }
 
-    /// Writes the fix to the presence row, only if newer than the stored one, and appends it
-    /// to the history. Returns whether it was newer.
-    async fn persist_fix(
+    /// Appends the accepted fixes to the history with one multi-row insert, and moves each
+    /// driver's presence row to its latest fix with one upsert whose update only applies when
+    /// the stored fix is older. Both run in one transaction.
+    async fn persist_fixes(
         &self,
-        driver_id: i64,
-        fix: &Fix,
+        accepted: &[(usize, i64, Fix)],
+        latest: &HashMap<i64, Fix>,
         now: DateTime<Utc>,
-    ) -> Result<bool, DbErr> {
+    ) -> Result<(), DbErr> {
         use driver_presence::Column as P;
 
+        let history = accepted
+            .iter()
+            .map(|(_, driver_id, fix)| location_history::ActiveModel {
+                driver_id: Set(*driver_id),
+                lat: Set(fix.position.lat),
+                lng: Set(fix.position.lng),
+                heading_deg: Set(fix.heading_deg),
+                speed_mps: Set(fix.speed_mps),
+                accuracy_m: Set(fix.accuracy_m),
+                recorded_at: Set(fix.recorded_at),
+                received_at: Set(now),
+                ..Default::default()
+            });
+        let presence = latest
+            .iter()
+            .map(|(driver_id, fix)| driver_presence::ActiveModel {
+                driver_id: Set(*driver_id),
+                // Only used if the row is missing, which cannot happen for an online driver.
+                online: Set(true),
+                lat: Set(Some(fix.position.lat)),
+                lng: Set(Some(fix.position.lng)),
+                heading_deg: Set(fix.heading_deg),
+                speed_mps: Set(fix.speed_mps),
+                accuracy_m: Set(fix.accuracy_m),
+                recorded_at: Set(Some(fix.recorded_at)),
+                available_since: Set(None),
+                updated_at: Set(now),
+            });
+        let stored = Expr::col((driver_presence::Entity, P::RecordedAt));
+        let newer = stored
+            .clone()
+            .is_null()
+            .or(stored.lt(Expr::col((Alias::new("excluded"), P::RecordedAt))));
+        let upsert = OnConflict::column(P::DriverId)
+            .update_columns([
+                P::Lat,
+                P::Lng,
+                P::HeadingDeg,
+                P::SpeedMps,
+                P::AccuracyM,
+                P::RecordedAt,
+                P::UpdatedAt,
+            ])
+            .action_and_where(newer)
+            .to_owned();
+
         let txn = self.db.begin().await?;
-        let updated = driver_presence::Entity::update_many()
-            .col_expr(P::Lat, Expr::value(fix.position.lat))
-            .col_expr(P::Lng, Expr::value(fix.position.lng))
-            .col_expr(P::HeadingDeg, Expr::value(fix.heading_deg))
-            .col_expr(P::SpeedMps, Expr::value(fix.speed_mps))
-            .col_expr(P::AccuracyM, Expr::value(fix.accuracy_m))
-            .col_expr(P::RecordedAt, Expr::value(fix.recorded_at))
-            .col_expr(P::UpdatedAt, Expr::value(now))
-            .filter(P::DriverId.eq(driver_id))
-            .filter(
-                Condition::any()
-                    .add(P::RecordedAt.is_null())
-                    .add(P::RecordedAt.lt(fix.recorded_at)),
-            )
-            .exec(&txn)
+        location_history::Entity::insert_many(history)
+            .exec_without_returning(&txn)
             .await?;
-        if updated.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(false);
-        }
-        location_history::ActiveModel {
-            driver_id: Set(driver_id),
-            lat: Set(fix.position.lat),
-            lng: Set(fix.position.lng),
-            heading_deg: Set(fix.heading_deg),
-            speed_mps: Set(fix.speed_mps),
-            accuracy_m: Set(fix.accuracy_m),
-            recorded_at: Set(fix.recorded_at),
-            received_at: Set(now),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        txn.commit().await?;
-        Ok(true)
+        driver_presence::Entity::insert_many(presence)
+            .on_conflict(upsert)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await
     }
 }
 

@@ -116,6 +116,8 @@ impl Trips {
                 }
             });
         }
+        let kind = sea_orm::ActiveEnum::to_value(&event.kind);
+        metrics::counter!(crate::metrics::TRIP_EVENTS, "kind" => kind).increment(1);
         self.bus.publish_trip(TripUpdateEvent { trip, event });
     }
 }
