@@ -51,8 +51,8 @@ impl Accounts {
     /// the phone is already registered.
     #[instrument(skip_all, fields(rider.id))]
     pub async fn register_rider(&self, name: &str, phone: &str) -> ServiceResult<rider::Model> {
-        let name = clean_name(name, "name")?;
-        let phone = parse_e164(phone, "phone")?;
+        let name = clean_name(name, "input.name")?;
+        let phone = parse_e164(phone, "input.phone")?;
         let rider = rider::ActiveModel {
             name: Set(name),
             phone: Set(phone),
@@ -76,14 +76,14 @@ impl Accounts {
     /// or plate is already registered.
     #[instrument(skip_all, fields(driver.id))]
     pub async fn register_driver(&self, input: DriverRegistration) -> ServiceResult<driver::Model> {
-        let name = clean_name(&input.name, "name")?;
-        let phone = parse_e164(&input.phone, "phone")?;
+        let name = clean_name(&input.name, "input.name")?;
+        let phone = parse_e164(&input.phone, "input.phone")?;
         let plate = clean_plate(&input.plate)?;
         let description = match input.vehicle_description.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(d) if d.chars().count() > MAX_NAME_CHARS => {
                 return Err(ServiceError::invalid(
-                    "vehicle.description",
+                    "input.vehicle.description",
                     format!("is longer than {MAX_NAME_CHARS} characters"),
                 ));
             }
@@ -225,7 +225,7 @@ fn clean_plate(plate: &str) -> ServiceResult<String> {
         && plate.chars().all(char::is_alphanumeric);
     if !valid {
         return Err(ServiceError::invalid(
-            "vehicle.plate",
+            "input.vehicle.plate",
             format!(
                 "must be 1 to {MAX_PLATE_CHARS} letters or digits (spaces and dashes are ignored)"
             ),

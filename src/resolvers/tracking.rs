@@ -43,7 +43,9 @@ fn error_code(e: &ServiceError) -> &'static str {
 
 #[Object]
 impl TrackingMutation {
-    /// Puts a driver online, optionally with a first position.
+    /// Puts a driver online, optionally with a position. A position that is not newer than
+    /// the driver's last fix, or an impossible jump from it, is ignored like in
+    /// `updateDriverLocation`; `presence` in the result shows the position the driver has.
     async fn go_online(
         &self,
         ctx: &Context<'_>,

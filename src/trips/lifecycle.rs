@@ -36,18 +36,18 @@ impl Trips {
         let now = Utc::now();
         let area = self.config.service_area.as_ref();
         let (lat, lng) = request.pickup;
-        let pickup =
-            validate_lat_lng(lat, lng, area).map_err(|e| ServiceError::coordinate("pickup", e))?;
+        let pickup = validate_lat_lng(lat, lng, area)
+            .map_err(|e| ServiceError::coordinate("input.pickup", e))?;
         let dropoff = request
             .dropoff
             .map(|(lat, lng)| validate_lat_lng(lat, lng, area))
             .transpose()
-            .map_err(|e| ServiceError::coordinate("dropoff", e))?;
+            .map_err(|e| ServiceError::coordinate("input.dropoff", e))?;
         if let Some(at) = request.scheduled_at {
             let latest = now + TimeDelta::seconds(self.config.max_schedule_ahead_s);
             if at < now - TimeDelta::seconds(SCHEDULE_PAST_SLACK_S) || at > latest {
                 return Err(ServiceError::invalid(
-                    "scheduledAt",
+                    "input.scheduledAt",
                     format!("{at} must be between now ({now}) and {latest}"),
                 ));
             }

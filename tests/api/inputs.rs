@@ -109,11 +109,19 @@ async fn coordinate_ranges(backend: Backend) {
     }
 
     let trip_cases = [
-        (point((PORTO.0, 181.0)), None, "pickup.lng"),
-        (point((-91.0, PORTO.1)), None, "pickup.lat"),
-        (point((PORTO.0, -1e308)), None, "pickup.lng"),
-        (point(PORTO), Some(point((95.0, PORTO.1))), "dropoff.lat"),
-        (point(PORTO), Some(point((PORTO.0, 200.0))), "dropoff.lng"),
+        (point((PORTO.0, 181.0)), None, "input.pickup.lng"),
+        (point((-91.0, PORTO.1)), None, "input.pickup.lat"),
+        (point((PORTO.0, -1e308)), None, "input.pickup.lng"),
+        (
+            point(PORTO),
+            Some(point((95.0, PORTO.1))),
+            "input.dropoff.lat",
+        ),
+        (
+            point(PORTO),
+            Some(point((PORTO.0, 200.0))),
+            "input.dropoff.lng",
+        ),
     ];
     for (pickup, dropoff, field) in trip_cases {
         expect_field(
@@ -164,7 +172,7 @@ async fn swapped_pairs(backend: Backend) {
         &app,
         REQUEST_TRIP,
         trip_input(&rider, swapped.clone(), None),
-        "pickup",
+        "input.pickup",
     )
     .await;
     assert!(message.contains("swapped"), "pickup: {message}");
@@ -172,7 +180,7 @@ async fn swapped_pairs(backend: Backend) {
         &app,
         REQUEST_TRIP,
         trip_input(&rider, point(PORTO), Some(swapped.clone())),
-        "dropoff",
+        "input.dropoff",
     )
     .await;
     assert!(message.contains("swapped"), "dropoff: {message}");
@@ -195,7 +203,7 @@ async fn swapped_pairs(backend: Backend) {
         &app,
         REQUEST_TRIP,
         trip_input(&rider, lisbon, None),
-        "pickup",
+        "input.pickup",
     )
     .await;
     assert!(message.contains("service area"), "{message}");
@@ -241,7 +249,7 @@ async fn null_island(backend: Backend) {
         &app,
         REQUEST_TRIP,
         trip_input(&rider, zero.clone(), None),
-        "pickup",
+        "input.pickup",
     )
     .await;
     assert!(message.contains("Null Island"), "{message}");
@@ -409,13 +417,25 @@ async fn phone_numbers(backend: Backend) {
     ];
     for phone in bad {
         let input = json!({ "name": "Aline", "phone": phone });
-        expect_field(&app, REGISTER_RIDER, json!({ "input": input }), "phone").await;
+        expect_field(
+            &app,
+            REGISTER_RIDER,
+            json!({ "input": input }),
+            "input.phone",
+        )
+        .await;
         let input = json!({
             "name": "Aline",
             "phone": phone,
             "vehicle": { "type": "MOTO", "plate": format!("PH{}", unique()) },
         });
-        expect_field(&app, REGISTER_DRIVER, json!({ "input": input }), "phone").await;
+        expect_field(
+            &app,
+            REGISTER_DRIVER,
+            json!({ "input": input }),
+            "input.phone",
+        )
+        .await;
     }
     assert_eq!(
         driver_ids(&app).await,
@@ -538,15 +558,27 @@ async fn names_and_plates(backend: Backend) {
     let long_name = "x".repeat(101);
     for name in ["", "   ", long_name.as_str(), "Al\u{7}ine", "Al\nine"] {
         let input = json!({ "name": name, "phone": format!("+2507{:08}", unique()) });
-        expect_field(&app, REGISTER_RIDER, json!({ "input": input }), "name").await;
-        expect_field(&app, REGISTER_DRIVER, driver(name, "RAB123C", None), "name").await;
+        expect_field(
+            &app,
+            REGISTER_RIDER,
+            json!({ "input": input }),
+            "input.name",
+        )
+        .await;
+        expect_field(
+            &app,
+            REGISTER_DRIVER,
+            driver(name, "RAB123C", None),
+            "input.name",
+        )
+        .await;
     }
     for plate in ["", "  -  ", "AB#12", "RAB/123", &"A".repeat(21)] {
         expect_field(
             &app,
             REGISTER_DRIVER,
             driver("Aline", plate, None),
-            "vehicle.plate",
+            "input.vehicle.plate",
         )
         .await;
     }
@@ -554,7 +586,7 @@ async fn names_and_plates(backend: Backend) {
         &app,
         REGISTER_DRIVER,
         driver("Aline", "RAB123C", Some("y".repeat(101))),
-        "vehicle.description",
+        "input.vehicle.description",
     )
     .await;
     assert_eq!(
