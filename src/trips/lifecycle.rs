@@ -20,7 +20,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::geometry::validate_lat_lng;
 use crate::tracking::LiveDriver;
 
-/// Longest cancel, decline or rating comment, in characters.
+/// Maximum length of a cancel reason, decline reason or rating comment, in characters.
 const MAX_TEXT_CHARS: usize = 500;
 
 /// Oldest `scheduledAt` accepted, in seconds before now, to absorb clock differences.
@@ -84,6 +84,7 @@ impl Trips {
         }
         .insert(&txn)
         .await?;
+
         let event = NewEvent {
             kind: TripEventKind::Requested,
             actor: Actor::rider(request.rider_id),
@@ -93,6 +94,7 @@ impl Trips {
             detail: None,
         };
         let event = insert_event(&txn, trip.id, event, now).await?;
+
         txn.commit().await?;
         tracing::Span::current().record("trip.id", trip.id);
         info!(vehicle_type = ?trip.vehicle_type, "trip requested");
@@ -100,7 +102,7 @@ impl Trips {
         Ok(trip)
     }
 
-    /// Offers a REQUESTED trip to one driver, who has `offer_ttl_s` to answer. An overdue
+    /// Offers a REQUESTED trip to one driver, who has `offer_ttl_s` to reply. An overdue
     /// pending offer of the same trip is expired first.
     ///
     /// # Errors
@@ -111,6 +113,7 @@ impl Trips {
     pub async fn offer_trip(&self, trip_id: i64, driver_id: i64) -> ServiceResult<offer::Model> {
         let now = Utc::now();
         let driver = self.known_driver(driver_id)?;
+
         let txn = self.db.begin().await?;
         let trip = lock_trip(&txn, trip_id).await?;
         next_status(trip.status, TripAction::Offer)
@@ -135,7 +138,7 @@ impl Trips {
             .await?;
         if let Some(pending) = pending {
             return Err(ServiceError::Conflict(format!(
-                "trip {trip_id} is offered to driver {} until {}; wait for the answer or expiry",
+                "trip {trip_id} is offered to driver {} until {}; wait for the reply or the expiry",
                 pending.driver_id, pending.expires_at
             )));
         }
@@ -162,6 +165,7 @@ impl Trips {
             )),
             _ => ServiceError::Database(e),
         })?;
+
         let event = NewEvent {
             kind: TripEventKind::Offered,
             actor: Actor::rider(trip.rider_id),
@@ -171,6 +175,7 @@ impl Trips {
             detail: Some(format!("offered to driver {driver_id}")),
         };
         let event = insert_event(&txn, trip_id, event, now).await?;
+
         txn.commit().await?;
         info!(offer.id = offer.id, "trip offered");
         self.after_expiry(trip.clone(), expired);
@@ -189,13 +194,14 @@ impl Trips {
     pub async fn accept_trip(&self, trip_id: i64, driver_id: i64) -> ServiceResult<trip::Model> {
         let now = Utc::now();
         let driver = self.known_driver(driver_id)?;
+
         let txn = self.db.begin().await?;
         let trip = lock_trip(&txn, trip_id).await?;
         let to = next_status(trip.status, TripAction::Accept)
             .map_err(|e| ServiceError::transition(trip_id, e))?;
         check_vehicle(&driver, &trip)?;
         // An overdue offer, even the driver's own, expires first: the trip is then open to
-        // any driver, this one included, but the late answer does not count as accepted.
+        // any driver, this one included, but the late reply does not count as accepted.
         let expired = self.expire_overdue_offers(&txn, trip_id, now).await?;
         let reserved = offer::Entity::find()
             .filter(offer::Column::TripId.eq(trip_id))
@@ -215,6 +221,7 @@ impl Trips {
             (trip::Column::DriverId, Expr::value(Some(driver_id))),
             (trip::Column::AcceptedAt, Expr::value(Some(now))),
         ];
+
         if !move_trip(&txn, trip_id, trip.status, to, now, extra).await? {
             let current = find_trip(&txn, trip_id).await?;
             return Err(ServiceError::transition(
@@ -239,6 +246,7 @@ impl Trips {
             offer_id = Some(own.id);
         }
         close_pending_offers(&txn, trip_id, OfferStatus::Withdrawn, now).await?;
+
         let event = NewEvent {
             kind: TripEventKind::Accepted,
             actor: Actor::driver(driver_id),
@@ -249,6 +257,7 @@ impl Trips {
         };
         let event = insert_event(&txn, trip_id, event, now).await?;
         let trip = find_trip(&txn, trip_id).await?;
+
         txn.commit().await?;
         if offer_id.is_some() {
             self.live.update(driver_id, |d| d.offers_accepted += 1);
@@ -275,6 +284,7 @@ impl Trips {
         let now = Utc::now();
         let reason = clean_text(reason, "reason", MAX_TEXT_CHARS, false)?;
         self.known_driver(driver_id)?;
+
         let txn = self.db.begin().await?;
         let trip = find_trip(&txn, trip_id).await?;
         next_status(trip.status, TripAction::Decline)
@@ -298,6 +308,7 @@ impl Trips {
             });
         }
         count_offer_answer(&txn, driver_id, false).await?;
+
         let event = NewEvent {
             kind: TripEventKind::OfferDeclined,
             actor: Actor::driver(driver_id),
@@ -314,6 +325,7 @@ impl Trips {
                 entity: "offer",
                 id: latest.id,
             })?;
+
         txn.commit().await?;
         self.live.update(driver_id, |d| d.offers_rejected += 1);
         info!(offer.id = offer.id, "offer declined");
@@ -322,7 +334,7 @@ impl Trips {
         Ok(offer)
     }
 
-    /// The assigned driver reached the pickup.
+    /// Moves the trip to ARRIVED: the assigned driver reached the pickup.
     pub async fn arrive_at_pickup(
         &self,
         trip_id: i64,
@@ -332,19 +344,19 @@ impl Trips {
             .await
     }
 
-    /// The rider is on board.
+    /// Moves the trip to STARTED: the rider is on board.
     pub async fn start_trip(&self, trip_id: i64, driver_id: i64) -> ServiceResult<trip::Model> {
         self.driver_step(trip_id, driver_id, TripAction::Start)
             .await
     }
 
-    /// The rider was dropped off; the driver becomes available.
+    /// Moves the trip to COMPLETED: the rider was dropped off and the driver is free again.
     pub async fn complete_trip(&self, trip_id: i64, driver_id: i64) -> ServiceResult<trip::Model> {
         self.driver_step(trip_id, driver_id, TripAction::Complete)
             .await
     }
 
-    /// One of the assigned driver's steps: arrive, start or complete.
+    /// Runs one of the assigned driver's steps: arrive, start or complete.
     ///
     /// # Errors
     /// `NotFound` for an unknown trip or driver, `InvalidTransition` when the step is illegal
@@ -358,6 +370,7 @@ impl Trips {
     ) -> ServiceResult<trip::Model> {
         let now = Utc::now();
         self.known_driver(driver_id)?;
+
         let txn = self.db.begin().await?;
         let trip = find_trip(&txn, trip_id).await?;
         let to =
@@ -373,6 +386,7 @@ impl Trips {
             _ => (trip::Column::CompletedAt, TripEventKind::Completed),
         };
         let extra = vec![(column, Expr::value(Some(now)))];
+
         if !move_trip(&txn, trip_id, trip.status, to, now, extra).await? {
             let current = find_trip(&txn, trip_id).await?;
             let source = super::state::IllegalTransition {
@@ -381,6 +395,7 @@ impl Trips {
             };
             return Err(ServiceError::transition(trip_id, source));
         }
+
         let event = NewEvent {
             kind,
             actor: Actor::driver(driver_id),
@@ -394,6 +409,7 @@ impl Trips {
         if to == TripStatus::Completed {
             self.mark_available(&txn, driver_id, now).await?;
         }
+
         txn.commit().await?;
         info!(status = ?to, "trip moved");
         self.after_commit(trip.clone(), event);
@@ -416,6 +432,7 @@ impl Trips {
     ) -> ServiceResult<trip::Model> {
         let now = Utc::now();
         let reason = clean_text(Some(reason), "reason", MAX_TEXT_CHARS, true)?;
+
         let txn = self.db.begin().await?;
         let trip = lock_trip(&txn, trip_id).await?;
         let to = next_status(trip.status, TripAction::Cancel)
@@ -426,6 +443,7 @@ impl Trips {
             (trip::Column::CancelledBy, Expr::value(Some(actor.role))),
             (trip::Column::CancelReason, Expr::value(reason.clone())),
         ];
+
         if !move_trip(&txn, trip_id, trip.status, to, now, extra).await? {
             let current = find_trip(&txn, trip_id).await?;
             let source = super::state::IllegalTransition {
@@ -435,6 +453,7 @@ impl Trips {
             return Err(ServiceError::transition(trip_id, source));
         }
         close_pending_offers(&txn, trip_id, OfferStatus::Withdrawn, now).await?;
+
         let event = NewEvent {
             kind: TripEventKind::Cancelled,
             actor,
@@ -448,6 +467,7 @@ impl Trips {
             self.mark_available(&txn, driver_id, now).await?;
         }
         let trip = find_trip(&txn, trip_id).await?;
+
         txn.commit().await?;
         info!("trip cancelled");
         self.after_commit(trip.clone(), event);
@@ -477,6 +497,7 @@ impl Trips {
             ));
         }
         let comment = clean_text(comment, "comment", MAX_TEXT_CHARS, false)?;
+
         let txn = self.db.begin().await?;
         let trip = find_trip(&txn, trip_id).await?;
         next_status(trip.status, TripAction::Rate)
@@ -532,6 +553,7 @@ impl Trips {
                 .exec(&txn)
                 .await?;
         }
+
         let event = NewEvent {
             kind: TripEventKind::Rated,
             actor,
@@ -541,6 +563,7 @@ impl Trips {
             detail: Some(format!("{stars} stars")),
         };
         let event = insert_event(&txn, trip_id, event, now).await?;
+
         txn.commit().await?;
         if actor.role == ActorRole::Rider {
             self.live.update(ratee_id, |d| {
