@@ -4,6 +4,7 @@ pub mod enums;
 pub mod error;
 pub mod inputs;
 pub mod loaders;
+pub mod parse_cache;
 pub mod timing;
 pub mod types;
 
@@ -38,7 +39,10 @@ pub fn build(services: Services) -> MobilitySchema {
     .data(services)
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
+    // Timing runs outermost so it measures the other extensions too.
+    .extension(timing::RequestTimingFactory)
     .extension(error::ErrorCodes)
+    .extension(parse_cache::ParseCache::default())
     .finish()
 }
 

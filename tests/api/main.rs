@@ -6,6 +6,7 @@ mod helpers;
 mod concurrency;
 mod inputs;
 mod matching;
+mod observability;
 mod offers;
 mod schema_file;
 mod smoke;
