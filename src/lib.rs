@@ -17,6 +17,8 @@
 //! - [`config`], [`db`], [`error`]: settings, database connection, service errors.
 //! - [`metrics`]: Prometheus metric names and the `/metrics` exposition.
 //! - [`replay`]: drives a running server with the Porto taxi data over its public API.
+//! - [`loadgen`]: `mobility seed` and `mobility loadgen`, benchmarks of the server and of
+//!   Redis and PostGIS over the network.
 //!
 //! Domain modules do not use async-graphql; only `schema` and `resolvers` do.
 
@@ -27,6 +29,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod geometry;
+pub mod loadgen;
 pub mod matching;
 pub mod metrics;
 pub mod ranking;

@@ -1,4 +1,4 @@
-//! The `mobility` command: `serve`, `migrate`, `schema` and `replay`.
+//! The `mobility` command: `serve`, `migrate`, `schema`, `replay`, `seed` and `loadgen`.
 
 use clap::{Parser, Subcommand};
 use mobility::config::{DEFAULT_DATABASE_URL, LogFormat, ServeConfig};
@@ -31,6 +31,10 @@ enum Command {
     Schema,
     /// Replay the Porto taxi data against a running server through its public API.
     Replay(mobility::replay::ReplayArgs),
+    /// Fill an empty database with N online drivers at seeded positions, for benchmarks.
+    Seed(mobility::loadgen::seed::SeedArgs),
+    /// Measure the server, Redis or PostGIS under load; appends one JSON line per run.
+    Loadgen(mobility::loadgen::LoadgenArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -103,6 +107,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => {
             init_tracing(LogFormat::Text);
             mobility::replay::run(args).await
+        }
+        Command::Seed(args) => {
+            init_tracing(LogFormat::Text);
+            mobility::loadgen::seed::run(args).await
+        }
+        Command::Loadgen(args) => {
+            init_tracing(LogFormat::Text);
+            mobility::loadgen::run(args).await
         }
     }
 }
