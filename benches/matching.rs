@@ -47,15 +47,19 @@ impl Rng {
     }
 }
 
-fn index_of(n: usize) -> SpatialIndex<i64> {
+/// An index of `n` drivers and the position of each, by id.
+fn index_of(n: usize) -> (SpatialIndex<i64>, Vec<LatLng>) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    SpatialIndex::bulk_load((0..n as i64).map(|id| (id, rng.point())))
+    let positions: Vec<LatLng> = (0..n).map(|_| rng.point()).collect();
+    let index =
+        SpatialIndex::bulk_load(positions.iter().enumerate().map(|(id, p)| (id as i64, *p)));
+    (index, positions)
 }
 
 fn spatial(c: &mut Criterion) {
     let mut group = c.benchmark_group("spatial");
     for n in SIZES {
-        let index = index_of(n);
+        let (mut index, mut positions) = index_of(n);
         let mut rng = Rng(42);
         group.bench_with_input(BenchmarkId::new("knn10_within_1km", n), &n, |b, _| {
             b.iter(|| {
@@ -67,12 +71,13 @@ fn spatial(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("all_within_1km", n), &n, |b, _| {
             b.iter(|| black_box(index.nearest_within(rng.point(), 1_000.0).count()))
         });
-        let mut index = index;
         group.bench_with_input(BenchmarkId::new("move_driver", n), &n, |b, _| {
-            let mut id = 0_i64;
+            let mut id = 0_usize;
             b.iter(|| {
-                id = (id + 7_919) % n as i64;
-                index.upsert(id, rng.point());
+                id = (id + 7_919) % n;
+                let to = rng.point();
+                index.relocate(id as i64, positions[id], to);
+                positions[id] = to;
             })
         });
     }

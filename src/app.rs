@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql_axum::{GraphQL, GraphQLResponse, GraphQLSubscription};
+use async_graphql_axum::{GraphQL, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::State;
+use axum::extract::WebSocketUpgrade;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -137,12 +139,42 @@ pub fn router(schema: MobilitySchema, services: Services) -> Router {
             })
             .post_service(GraphQL::new(schema.clone())),
         )
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route(
+            "/graphql/ws",
+            get(
+                move |protocol: GraphQLProtocol, upgrade: WebSocketUpgrade| {
+                    graphql_ws(schema, protocol, upgrade)
+                },
+            ),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_page))
         .with_state(services)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Read buffer of one WebSocket, in bytes. Clients send small messages (`subscribe`, `ping`),
+/// and tungstenite keeps the whole buffer resident per connection, so the 128 KiB default
+/// would cost about 2.5 GiB at 20,000 subscribers.
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Largest message a WebSocket client may send, in bytes.
+const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Upgrades to a GraphQL WebSocket, speaking `graphql-transport-ws` or `graphql-ws` as the
+/// client asks.
+async fn graphql_ws(
+    schema: MobilitySchema,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .max_message_size(WS_MAX_MESSAGE_BYTES)
+        .max_frame_size(WS_MAX_MESSAGE_BYTES)
+        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, schema, protocol).serve())
 }
 
 /// Serves GraphQL over GET. A mutation gets 405 Method Not Allowed, as the GraphQL over HTTP

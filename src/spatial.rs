@@ -4,9 +4,6 @@
 //! Points are stored as unit vectors in an R-tree (rstar), so Euclidean nearest-neighbour order
 //! equals great-circle order. The index does not lock: its owners wrap it in their own lock.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
@@ -14,66 +11,59 @@ use crate::geometry::{EARTH_RADIUS_M, LatLng, chord_2_for_distance};
 
 type Entry<K> = GeomWithData<[f64; 3], K>;
 
-/// Keyed points; each key has at most one position.
+/// Keyed points. The index does not remember where a key is: callers pass the position a key
+/// was inserted at to remove or move it, because they keep that position anyway and a second
+/// copy would cost about 50 bytes per point at a million points.
 #[derive(Debug)]
 pub struct SpatialIndex<K> {
     tree: RTree<Entry<K>>,
-    positions: HashMap<K, [f64; 3]>,
 }
 
-impl<K: Copy + Eq + Hash + std::fmt::Debug> Default for SpatialIndex<K> {
+impl<K: Copy + PartialEq + std::fmt::Debug> Default for SpatialIndex<K> {
     fn default() -> Self {
-        Self {
-            tree: RTree::new(),
-            positions: HashMap::new(),
-        }
+        Self { tree: RTree::new() }
     }
 }
 
-impl<K: Copy + Eq + Hash + std::fmt::Debug> SpatialIndex<K> {
-    /// Builds an index from many points at once, faster than inserting one by one. A key
-    /// that appears twice keeps its last position.
+impl<K: Copy + PartialEq + std::fmt::Debug> SpatialIndex<K> {
+    /// Builds an index from many points at once, faster than inserting one by one. Keys must
+    /// be unique.
     pub fn bulk_load(points: impl IntoIterator<Item = (K, LatLng)>) -> Self {
-        let positions: HashMap<K, [f64; 3]> = points
+        let entries = points
             .into_iter()
-            .map(|(key, p)| (key, p.to_unit_vector()))
-            .collect();
-        let entries = positions
-            .iter()
-            .map(|(key, v)| GeomWithData::new(*v, *key))
+            .map(|(key, p)| GeomWithData::new(p.to_unit_vector(), key))
             .collect();
         Self {
             tree: RTree::bulk_load(entries),
-            positions,
         }
     }
 
-    /// Sets the position of `key`, moving it if present.
-    pub fn upsert(&mut self, key: K, position: LatLng) {
-        self.remove(key);
-        let v = position.to_unit_vector();
-        self.positions.insert(key, v);
-        self.tree.insert(GeomWithData::new(v, key));
+    pub fn insert(&mut self, key: K, position: LatLng) {
+        self.tree
+            .insert(GeomWithData::new(position.to_unit_vector(), key));
     }
 
-    /// Removes `key`; returns whether it was present.
-    pub fn remove(&mut self, key: K) -> bool {
-        match self.positions.remove(&key) {
-            Some(v) => {
-                let removed = self.tree.remove(&GeomWithData::new(v, key));
-                debug_assert!(removed.is_some(), "{key:?} missing from the R-tree");
-                true
-            }
-            None => false,
-        }
+    /// Removes `key` inserted at `position`; returns whether it was there. The unit vector is
+    /// recomputed from `position`, which gives the same bits as at insertion.
+    pub fn remove(&mut self, key: K, position: LatLng) -> bool {
+        self.tree
+            .remove(&GeomWithData::new(position.to_unit_vector(), key))
+            .is_some()
+    }
+
+    /// Moves `key` from `from` to `to`.
+    pub fn relocate(&mut self, key: K, from: LatLng, to: LatLng) {
+        let removed = self.remove(key, from);
+        debug_assert!(removed, "{key:?} was not indexed at {from:?}");
+        self.insert(key, to);
     }
 
     pub fn len(&self) -> usize {
-        self.positions.len()
+        self.tree.size()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.tree.size() == 0
     }
 
     /// Yields keys within `radius_m` of `center`, nearest first, with the great-circle distance
@@ -109,9 +99,9 @@ mod tests {
     fn nearest_within_orders_and_bounds() {
         let center = p(41.15, -8.61);
         let mut index = SpatialIndex::default();
-        index.upsert(1, p(41.16, -8.61)); // about 1.1 km north
-        index.upsert(2, p(41.151, -8.61)); // about 111 m north
-        index.upsert(3, p(41.30, -8.61)); // about 16.7 km north
+        index.insert(1, p(41.16, -8.61)); // about 1.1 km north
+        index.insert(2, p(41.151, -8.61)); // about 111 m north
+        index.insert(3, p(41.30, -8.61)); // about 16.7 km north
         let found: Vec<(i32, f64)> = index.nearest_within(center, 5_000.0).collect();
         let keys: Vec<i32> = found.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, vec![2, 1]);
@@ -124,22 +114,25 @@ mod tests {
     }
 
     #[test]
-    fn upsert_moves_and_remove_deletes() {
+    fn relocate_moves_and_remove_deletes() {
         let mut index = SpatialIndex::default();
-        index.upsert(7, p(10.0, 10.0));
-        index.upsert(7, p(-10.0, -10.0));
+        index.insert(7, p(10.0, 10.0));
+        index.relocate(7, p(10.0, 10.0), p(-10.0, -10.0));
         assert_eq!(index.len(), 1);
         assert_eq!(index.nearest_within(p(10.0, 10.0), 1_000.0).count(), 0);
         assert_eq!(index.nearest_within(p(-10.0, -10.0), 1_000.0).count(), 1);
-        assert!(index.remove(7));
-        assert!(!index.remove(7));
+        assert!(
+            !index.remove(7, p(10.0, 10.0)),
+            "removed at a position it was not at"
+        );
+        assert!(index.remove(7, p(-10.0, -10.0)));
         assert!(index.is_empty());
     }
 
     #[test]
     fn radius_across_antimeridian() {
         let mut index = SpatialIndex::default();
-        index.upsert(1, p(0.0, 179.999));
+        index.insert(1, p(0.0, 179.999));
         let found: Vec<_> = index.nearest_within(p(0.0, -179.999), 1_000.0).collect();
         assert_eq!(found.len(), 1);
         assert!(found[0].1 < 300.0);

@@ -46,14 +46,17 @@ impl OpenRequests {
 
     pub fn insert(&self, request: OpenRequest) {
         let mut inner = self.inner.write();
-        inner.index.upsert(request.trip_id, request.pickup);
-        inner.requests.insert(request.trip_id, request);
+        if let Some(old) = inner.requests.insert(request.trip_id, request) {
+            inner.index.remove(old.trip_id, old.pickup);
+        }
+        inner.index.insert(request.trip_id, request.pickup);
     }
 
     pub fn remove(&self, trip_id: i64) {
         let mut inner = self.inner.write();
-        inner.index.remove(trip_id);
-        inner.requests.remove(&trip_id);
+        if let Some(old) = inner.requests.remove(&trip_id) {
+            inner.index.remove(trip_id, old.pickup);
+        }
     }
 
     pub fn len(&self) -> usize {

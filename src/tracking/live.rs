@@ -60,24 +60,43 @@ impl LiveDriver {
     }
 }
 
+/// Drivers in a dense vector with a map from id to slot: at a million drivers this costs
+/// about a third of a `HashMap<i64, LiveDriver>`, whose power-of-two table leaves up to half of
+/// its large entries empty.
 #[derive(Debug, Default)]
 struct Registry {
-    drivers: HashMap<i64, LiveDriver>,
-    /// Online drivers with a position.
+    drivers: Vec<LiveDriver>,
+    slots: HashMap<i64, u32>,
+    /// Online drivers with a position, each at its `fix.position`.
     index: SpatialIndex<i64>,
 }
 
+/// Where a driver sits in the index: online with a fix.
+fn indexed_position(driver: &LiveDriver) -> Option<crate::geometry::LatLng> {
+    driver.fix.filter(|_| driver.online).map(|fix| fix.position)
+}
+
 impl Registry {
-    fn reindex(&mut self, driver_id: i64) {
-        let Some(driver) = self.drivers.get(&driver_id) else {
-            self.index.remove(driver_id);
-            return;
-        };
-        match (driver.online, driver.fix) {
-            (true, Some(fix)) => self.index.upsert(driver_id, fix.position),
-            _ => {
-                self.index.remove(driver_id);
+    fn get(&self, driver_id: i64) -> Option<&LiveDriver> {
+        let slot = *self.slots.get(&driver_id)?;
+        self.drivers.get(slot as usize)
+    }
+
+    /// Moves a driver in the index from where it was indexed before a change to where it
+    /// belongs after it.
+    fn reindex(
+        &mut self,
+        driver_id: i64,
+        before: Option<crate::geometry::LatLng>,
+        after: Option<crate::geometry::LatLng>,
+    ) {
+        match (before, after) {
+            (Some(from), Some(to)) if from != to => self.index.relocate(driver_id, from, to),
+            (Some(from), None) => {
+                self.index.remove(driver_id, from);
             }
+            (None, Some(to)) => self.index.insert(driver_id, to),
+            _ => {}
         }
     }
 }
@@ -89,30 +108,57 @@ pub struct LiveDrivers {
 }
 
 impl LiveDrivers {
-    /// Builds the registry from stored drivers in one pass.
+    /// Builds the registry from stored drivers in one pass. A driver id that appears twice
+    /// keeps its last entry.
     pub fn from_drivers(drivers: impl IntoIterator<Item = LiveDriver>) -> Self {
-        let drivers: HashMap<i64, LiveDriver> =
-            drivers.into_iter().map(|d| (d.driver_id, d)).collect();
-        let indexed = drivers
-            .values()
-            .filter(|d| d.online)
-            .filter_map(|d| d.fix.map(|fix| (d.driver_id, fix.position)));
-        let index = SpatialIndex::bulk_load(indexed);
+        Self::from_vec(drivers.into_iter().collect())
+    }
+
+    /// Builds the registry around `drivers` without copying them. A driver id that appears
+    /// twice keeps its last entry; the earlier one stays in the vector, unreachable.
+    pub fn from_vec(mut drivers: Vec<LiveDriver>) -> Self {
+        drivers.shrink_to_fit();
+        let mut slots = HashMap::with_capacity(drivers.len());
+        for (slot, driver) in drivers.iter().enumerate() {
+            slots.insert(driver.driver_id, slot as u32);
+        }
+        let index = SpatialIndex::bulk_load(drivers.iter().enumerate().filter_map(|(slot, d)| {
+            let current = slots.get(&d.driver_id) == Some(&(slot as u32));
+            indexed_position(d)
+                .filter(|_| current)
+                .map(|p| (d.driver_id, p))
+        }));
         Self {
-            registry: RwLock::new(Registry { drivers, index }),
+            registry: RwLock::new(Registry {
+                drivers,
+                slots,
+                index,
+            }),
         }
     }
 
     pub fn get(&self, driver_id: i64) -> Option<LiveDriver> {
-        self.registry.read().drivers.get(&driver_id).cloned()
+        self.registry.read().get(driver_id).cloned()
     }
 
     /// Adds or replaces a driver.
     pub fn insert(&self, driver: LiveDriver) {
         let mut registry = self.registry.write();
         let id = driver.driver_id;
-        registry.drivers.insert(id, driver);
-        registry.reindex(id);
+        let after = indexed_position(&driver);
+        let before = match registry.slots.get(&id) {
+            Some(&slot) => {
+                let old = std::mem::replace(&mut registry.drivers[slot as usize], driver);
+                indexed_position(&old)
+            }
+            None => {
+                let slot = registry.drivers.len() as u32;
+                registry.slots.insert(id, slot);
+                registry.drivers.push(driver);
+                None
+            }
+        };
+        registry.reindex(id, before, after);
     }
 
     /// Applies `change` to a driver and keeps the index in step. Returns the driver after the
@@ -123,35 +169,40 @@ impl LiveDrivers {
         change: impl FnOnce(&mut LiveDriver),
     ) -> Option<LiveDriver> {
         let mut registry = self.registry.write();
-        let driver = registry.drivers.get_mut(&driver_id)?;
+        let slot = *registry.slots.get(&driver_id)? as usize;
+        let driver = &mut registry.drivers[slot];
+        let before = indexed_position(driver);
         change(driver);
-        let after = driver.clone();
-        registry.reindex(driver_id);
-        Some(after)
+        let after_driver = driver.clone();
+        registry.reindex(driver_id, before, indexed_position(&after_driver));
+        Some(after_driver)
     }
 
     /// Judges `fix` against the driver's last one without changing anything.
     pub fn judge(&self, driver_id: i64, fix: &Fix, rules: &FixRules) -> Option<FixVerdict> {
         let registry = self.registry.read();
-        let driver = registry.drivers.get(&driver_id)?;
+        let driver = registry.get(driver_id)?;
         Some(judge_fix(driver.fix.as_ref(), fix, rules))
     }
 
     /// Stores `fix` if it is still newer than the driver's last one; returns whether it did.
-    /// A concurrent newer fix may have landed since [`LiveDrivers::judge`].
+    /// A concurrent newer fix may have landed since the caller judged it.
     pub fn apply_fix(&self, driver_id: i64, fix: Fix) -> bool {
         let mut registry = self.registry.write();
-        let Some(driver) = registry.drivers.get_mut(&driver_id) else {
+        let Some(&slot) = registry.slots.get(&driver_id) else {
             return false;
         };
+        let driver = &mut registry.drivers[slot as usize];
         if driver
             .fix
             .is_some_and(|last| last.recorded_at >= fix.recorded_at)
         {
             return false;
         }
+        let before = indexed_position(driver);
         driver.fix = Some(fix);
-        registry.reindex(driver_id);
+        let after = indexed_position(driver);
+        registry.reindex(driver_id, before, after);
         true
     }
 
@@ -165,7 +216,7 @@ impl LiveDrivers {
     ) {
         let registry = self.registry.read();
         for (driver_id, distance_m) in registry.index.nearest_within(center, radius_m) {
-            let Some(driver) = registry.drivers.get(&driver_id) else {
+            let Some(driver) = registry.get(driver_id) else {
                 continue;
             };
             if !visit(driver, distance_m) {
@@ -181,5 +232,65 @@ impl LiveDrivers {
 
     pub fn driver_count(&self) -> usize {
         self.registry.read().drivers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::geometry::LatLng;
+
+    fn online_at(id: i64, lat: f64) -> LiveDriver {
+        let mut driver = LiveDriver::new(id, VehicleType::Moto);
+        driver.online = true;
+        driver.fix = Some(Fix {
+            position: LatLng { lat, lng: 0.5 },
+            heading_deg: None,
+            speed_mps: None,
+            accuracy_m: None,
+            recorded_at: DateTime::UNIX_EPOCH + TimeDelta::seconds(id),
+        });
+        driver
+    }
+
+    fn nearby_ids(live: &LiveDrivers, lat: f64) -> Vec<i64> {
+        let mut ids = Vec::new();
+        live.walk_nearby(LatLng { lat, lng: 0.5 }, 1_000.0, |d, _| {
+            ids.push(d.driver_id);
+            true
+        });
+        ids
+    }
+
+    #[test]
+    fn index_follows_online_and_fix() {
+        let live = LiveDrivers::from_drivers([online_at(1, 10.0), online_at(2, 20.0)]);
+        assert_eq!(live.indexed_count(), 2);
+        live.update(1, |d| d.online = false);
+        assert!(nearby_ids(&live, 10.0).is_empty());
+        live.update(1, |d| d.online = true);
+        assert_eq!(nearby_ids(&live, 10.0), vec![1]);
+
+        let mut moved = live.get(2).unwrap().fix.unwrap();
+        moved.position.lat = 30.0;
+        moved.recorded_at += TimeDelta::seconds(10);
+        assert!(live.apply_fix(2, moved));
+        assert!(nearby_ids(&live, 20.0).is_empty());
+        assert_eq!(nearby_ids(&live, 30.0), vec![2]);
+        assert!(!live.apply_fix(2, moved), "an equal fix is not newer");
+    }
+
+    #[test]
+    fn insert_replaces_and_reindexes() {
+        let live = LiveDrivers::from_drivers([online_at(1, 10.0)]);
+        live.insert(online_at(1, 40.0));
+        live.insert(online_at(3, 10.0));
+        assert_eq!(live.driver_count(), 2);
+        assert_eq!(live.indexed_count(), 2);
+        assert_eq!(nearby_ids(&live, 10.0), vec![3]);
+        assert_eq!(nearby_ids(&live, 40.0), vec![1]);
+        assert!(live.get(2).is_none());
     }
 }
