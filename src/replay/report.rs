@@ -238,8 +238,9 @@ impl Summary {
         writeln!(out, "Locations")?;
         writeln!(
             out,
-            "  {} batches; {} taxis went online with a fix, {} went offline",
-            c.location_batches, c.went_online, c.went_offline
+            "  {} batches; {} taxis went online with a fix ({} fixes not applied), {} went \
+             offline",
+            c.location_batches, c.went_online, c.online_fixes_ignored, c.went_offline
         )?;
         for (name, counts) in [("GPS fixes", &self.pings), ("heartbeats", &self.heartbeats)] {
             writeln!(

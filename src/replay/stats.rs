@@ -77,6 +77,8 @@ pub struct Counters {
     pub lifecycle_failures: u64,
 
     pub went_online: u64,
+    /// `goOnline` fixes the server did not apply, being stale or an impossible jump.
+    pub online_fixes_ignored: u64,
     pub went_offline: u64,
     pub location_batches: u64,
     /// Trip events the replay caused, which the `liveTrips` subscriber should receive.

@@ -34,7 +34,7 @@ const UPDATE_DRIVER_LOCATIONS: &str =
   updateDriverLocations(updates: $updates) { status errorCode message }
 }";
 const GO_ONLINE: &str = "mutation goOnline($driverId: ID!, $location: LocationInput) {
-  goOnline(driverId: $driverId, location: $location) { id }
+  goOnline(driverId: $driverId, location: $location) { presence { location { lat lng } } }
 }";
 const GO_OFFLINE: &str =
     "mutation goOffline($driverId: ID!) { goOffline(driverId: $driverId) { id } }";
@@ -265,6 +265,26 @@ struct OutgoingFix {
 }
 
 #[derive(Debug, Deserialize)]
+struct OnlineDriver {
+    presence: OnlinePresence,
+}
+
+#[derive(Debug, Deserialize)]
+struct OnlinePresence {
+    location: Option<Location>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Location {
+    lat: f64,
+    lng: f64,
+}
+
+/// Degrees within which a returned coordinate equals the one sent (about 0.1 mm), to absorb
+/// rounding in the JSON round trip.
+const COORDINATE_EPSILON: f64 = 1e-9;
+
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UpdateResult {
     status: String,
@@ -354,18 +374,35 @@ async fn go_online(replay: &Replay, fix: OutgoingFix) {
     let variables = json!({ "driverId": driver_id, "location": location_json(replay, &fix) });
     let result = replay
         .api
-        .call::<IgnoredAny>("goOnline", GO_ONLINE, variables)
+        .call::<OnlineDriver>("goOnline", GO_ONLINE, variables)
         .await;
-    if result.is_err() {
+    let Ok(driver) = result else {
         // The next fix of this taxi tries again.
         return;
-    }
+    };
+    // goOnline returns no status for its fix and silently keeps the previous one when the
+    // new fix is stale or a jump, so the returned position shows which one the server kept.
+    let kept = driver.presence.location;
+    let applied = kept.is_some_and(|at| {
+        (at.lat - fix.position.lat).abs() < COORDINATE_EPSILON
+            && (at.lng - fix.position.lon).abs() < COORDINATE_EPSILON
+    });
     let mut fleet = replay.fleet_lock();
     let taxi = &mut fleet.taxis[fix.taxi];
     taxi.online = true;
-    taxi.last_position = Some(fix.position);
-    taxi.last_fix_at = Some(Instant::now());
-    replay.stats.count(|c| c.went_online += 1);
+    if applied {
+        taxi.last_position = Some(fix.position);
+        taxi.last_fix_at = Some(Instant::now());
+    } else {
+        taxi.last_position = kept.map(|at| Point {
+            lat: at.lat,
+            lon: at.lng,
+        });
+    }
+    replay.stats.count(|c| {
+        c.went_online += 1;
+        c.online_fixes_ignored += u64::from(!applied);
+    });
 }
 
 /// Sends the last position again, stamped with data time `ts`, for every online taxi whose
