@@ -18,6 +18,7 @@ Subcommands:
   `probe` row with the heap bytes in use and the resident memory before and after the trim.
 - `quiet`: waits until the machine's CPUs are mostly idle, so that a run does not start
   while other work is using them; after `--timeout` seconds it warns and returns anyway.
+- `replay FILE`: appends one `replay` row from the JSON report of `mobility replay`.
 - `criterion DIR SINCE_FILE`: appends one `criterion` row per benchmark whose
   `new/estimates.json` under DIR is newer than SINCE_FILE.
 
@@ -483,6 +484,42 @@ def quiet(args):
         waited += args.pause
 
 
+def replay(args):
+    report = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    latency = (report.get("latency_ms") or {}).get("nearbyDrivers")
+    row = {
+        "scenario": "replay",
+        "target": "server",
+        "drivers": 0,
+        "concurrency": (report.get("settings") or {}).get("concurrency") or 0,
+        "batch": None,
+        "subscribers": None,
+        "requests": 0,
+        "errors": 0,
+        "duration_s": report["wall_time_s"],
+        "throughput_per_s": 0.0,
+        "latency_ms": None,
+        "rss_bytes": None,
+        "bytes_per_driver": None,
+        "connection": "",
+        "started_at": now_rfc3339(),
+        "git_rev": git_rev(Path(__file__).resolve().parent.parent),
+        "details": {
+            "speedup": report["effective_speedup"],
+            "wall_time_s": report["wall_time_s"],
+            "match_rate": report.get("match_rate"),
+            "real_taxi_rate": report.get("real_taxi_rate"),
+            "settings": report.get("settings"),
+            "nearby_latency_ms": latency,
+            "source": "mobility replay --speed max --output FILE",
+        },
+    }
+    with open(args.output, "a", encoding="utf-8") as output:
+        output.write(json.dumps(row) + "\n")
+    print(f"replay: {report['effective_speedup']:,.0f}x real time in {report['wall_time_s']:.1f} s")
+    return 0
+
+
 def criterion(args):
     since = Path(args.since).stat().st_mtime
     rows = 0
@@ -565,6 +602,10 @@ def main():
     quiet_parser.add_argument("--pause", type=float, default=5.0, help="seconds between samples")
     quiet_parser.add_argument("--timeout", type=float, default=120.0, help="longest wait")
 
+    replay_parser = commands.add_parser("replay", help="append the result of mobility replay")
+    replay_parser.add_argument("file", help="the --output JSON of mobility replay")
+    replay_parser.add_argument("--output", required=True)
+
     criterion_parser = commands.add_parser("criterion", help="append criterion results")
     criterion_parser.add_argument("directory", help="criterion output, target/criterion")
     criterion_parser.add_argument("since", help="a file touched before the benchmark ran")
@@ -580,6 +621,8 @@ def main():
         return heap(args)
     if args.command_name == "quiet":
         return quiet(args)
+    if args.command_name == "replay":
+        return replay(args)
     return criterion(args)
 
 
