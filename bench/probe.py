@@ -5,10 +5,10 @@ Subcommands:
 
 - `machine FILE`: writes the machine description (cores, CPU model, memory, kernel, versions
   of rustc, PostgreSQL, PostGIS and Redis, git revision, date) as JSON.
-- `run [options] -- COMMAND...`: runs COMMAND and appends one `probe` row to `--output` with
-  the CPU seconds that COMMAND (the load generator) and the `--pid` processes (the target)
-  used during the run, the machine's busy fraction from /proc/stat, and, with
-  `--metrics-url`, the server-side latency of `nearbyDrivers` from the difference of the
+- `run [options] -- COMMAND...`: runs COMMAND and appends one `probe` row to `--output`. The
+  row holds the CPU seconds that COMMAND (the load generator) and the `--pid` processes (the
+  target) used during the run and the machine's busy fraction from /proc/stat. With
+  `--metrics-url`, it also holds the server-side latency of `nearbyDrivers` from the difference of the
   `mobility_graphql_request_duration_seconds` histogram before and after. With
   `--capture-port`, it also records every HTTP request to that loopback port with tcpdump
   and takes as server-side latency the time from the first packet of each request to the
@@ -53,15 +53,16 @@ def now_rfc3339():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def command_output(args):
-    """Return the stripped standard output of ARGS, or None when it fails."""
+def command_output(args, strip=True):
+    """Return the standard output of ARGS, stripped unless STRIP is false, or None when it
+    fails."""
     try:
         result = subprocess.run(args, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if result.returncode != 0:
         return None
-    return result.stdout.strip()
+    return result.stdout.strip() if strip else result.stdout.rstrip()
 
 
 def git_rev(root):
@@ -101,7 +102,8 @@ def machine(args):
         "nproc": int(command_output(["nproc"]) or 0),
         "cpu_model": cpu_model(),
         "memory_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "free_h": command_output(["free", "-h"]),
+        # Unstripped, so that the column headers stay over their columns.
+        "free_h": command_output(["free", "-h"], strip=False),
         "kernel": platform.release(),
         "os": os_name(),
         "rustc": command_output(["rustc", "--version"]),
@@ -343,6 +345,7 @@ def run(args):
     time.sleep(0.5)
     busy_after, total_after = machine_jiffies()
     target_after = sum(process_cpu_seconds(pid) for pid in pids)
+
     details = {
         "for_scenario": args.scenario,
         "loadgen_cpu_s": usage.ru_utime + usage.ru_stime,
@@ -352,6 +355,7 @@ def run(args):
         "machine_busy_fraction": (busy_after - busy_before) / max(total_after - total_before, 1),
         "wall_s": elapsed,
     }
+
     latency = None
     if wire is not None:
         latencies, dropped = wire
@@ -374,6 +378,7 @@ def run(args):
         if latency is None:
             latency = histogram_latency
         details["server_histogram_operation"] = args.operation
+
     row = {
         "scenario": "probe",
         "target": args.target,
@@ -399,7 +404,8 @@ def run(args):
 
 
 def read_status_bytes(pid, field="VmRSS"):
-    """A memory FIELD of /proc/PID/status, such as VmRSS or VmHWM (peak RSS), in bytes."""
+    """Return a memory FIELD of /proc/PID/status, such as VmRSS or VmHWM (peak RSS), in
+    bytes."""
     with open(f"/proc/{pid}/status", encoding="utf-8") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -429,6 +435,7 @@ def heap(args):
     if len(total) != 2:
         print(f"probe: no malloc_stats output in {log}", file=sys.stderr)
         return 1
+
     numbers = dict(re.findall(r"^(system bytes|in use bytes)\s*=\s*(\d+)", total[1], re.M))
     row = {
         "scenario": "probe",
@@ -600,7 +607,7 @@ def main():
                               help="busy fraction of all CPUs that counts as idle")
     quiet_parser.add_argument("--sample", type=float, default=2.0, help="seconds per sample")
     quiet_parser.add_argument("--pause", type=float, default=5.0, help="seconds between samples")
-    quiet_parser.add_argument("--timeout", type=float, default=120.0, help="longest wait")
+    quiet_parser.add_argument("--timeout", type=float, default=120.0, help="maximum seconds to wait")
 
     replay_parser = commands.add_parser("replay", help="append the result of mobility replay")
     replay_parser.add_argument("file", help="the --output JSON of mobility replay")

@@ -89,12 +89,12 @@ class Results:
         return sorted({c for (_, n, c) in self.nearby if n == drivers})
 
     def heap(self, drivers):
-        """Details of the heap probe of the server with DRIVERS, or None."""
+        """Return the details of the heap probe of the server with DRIVERS, or None."""
         row = self.probe.get(("memory_heap", "server", drivers, 0, 1))
         return None if row is None else row["details"]
 
     def heap_per_driver(self, drivers, formatter=None):
-        """Heap bytes in use per driver above the empty server's, or None."""
+        """Return the heap bytes in use per driver above the empty server's, or None."""
         heap, empty = self.heap(drivers), self.heap(0)
         if heap is None or empty is None or drivers == 0:
             value = None
@@ -103,8 +103,8 @@ class Results:
         return formatter(value) if formatter else value
 
     def histogram_latency(self, drivers, concurrency):
-        """The server's own request-time histogram over the nearby run at DRIVERS and
-        CONCURRENCY: (latency percentiles in ms, share of requests within 1 ms), or Nones."""
+        """Return the server's own request-time histogram over the nearby run at DRIVERS and
+        CONCURRENCY as (latency percentiles in ms, share of requests within 1 ms), or Nones."""
         probe = self.probe.get(("nearby", "server", drivers, concurrency, 1))
         details = (probe or {}).get("details", {})
         histogram = details.get("server_histogram")
@@ -113,15 +113,16 @@ class Results:
         return details.get("server_histogram_latency_ms"), histogram["fraction_within_1ms"]
 
     def wire_latency(self, drivers, concurrency):
-        """Request arrival to first response byte on the loopback interface, from the tcpdump
-        run at DRIVERS and CONCURRENCY: (latency percentiles in ms, share within 1 ms)."""
+        """Return the time from request arrival to first response byte on the loopback
+        interface, from the tcpdump run at DRIVERS and CONCURRENCY, as (latency percentiles in
+        ms, share within 1 ms), or Nones."""
         wire = self.probe.get(("nearby_wire", "server", drivers, concurrency, 1))
         if wire is None or not wire.get("latency_ms"):
             return None, None
         return wire["latency_ms"], wire["details"]["wire"]["fraction_within_1ms"]
 
     def peak_nearby(self, target, drivers):
-        """The nearby row of TARGET at DRIVERS with the highest throughput."""
+        """Return the nearby row of TARGET at DRIVERS with the highest throughput."""
         candidates = [row for (t, n, _), row in self.nearby.items() if t == target and n == drivers]
         return max(candidates, key=lambda row: row["throughput_per_s"], default=None)
 
@@ -347,6 +348,43 @@ def ingest_section(results):
     )
 
 
+def ingest_cpu_section(results, machine):
+    cores = (machine or {}).get("nproc") or 0
+    rows = []
+    disturbed = []
+    for (t, n, c, b), row in sorted(results.ingest.items(), key=lambda item: (
+            item[0][1], item[0][3], TARGETS.index(item[0][0]))):
+        probe = results.probe.get((row["scenario"], t, n, c, b))
+        updates = row["details"].get("updates")
+        if probe is None or not updates:
+            continue
+        details = probe["details"]
+        wall = details["wall_s"]
+        target_cpu = details.get("target_cpu_s")
+        rows.append([
+            drivers_label(n), "single" if b == 1 else f"batch of {b}", TARGET_NAMES[t],
+            count(row["throughput_per_s"]),
+            "–" if target_cpu is None else f"{target_cpu / wall:.2f}",
+            "–" if target_cpu is None else f"{1e6 * target_cpu / updates:.1f}",
+            f"{details['loadgen_cpu_s'] / wall:.2f}",
+            f"{100 * details['machine_busy_fraction']:.0f} %",
+            other_cores(details, cores),
+        ])
+        other = other_cores(details, cores)
+        if other != "–" and float(other) > DISTURBED_CORES:
+            disturbed.append(f"{TARGET_NAMES[t]} at {drivers_label(n)}, "
+                             f"{'single' if b == 1 else f'batch of {b}'}")
+    note = (f"Runs during which other work used more than {DISTURBED_CORES} cores: "
+            + ("; ".join(disturbed) if disturbed else "none") + ".")
+    return note + "\n\n" + table(
+        ["drivers", "request", "target", "updates/s", "target CPU (cores)",
+         "target CPU µs/update", "load generator CPU (cores)", "machine busy",
+         "other CPU (cores)"],
+        rows,
+        ["right", "left", "left"] + ["right"] * 6,
+    )
+
+
 def memory_section(results):
     rows = []
     sizes = sorted({n for (_, n) in results.memory if n > 0})
@@ -470,7 +508,7 @@ def targets_section(results):
     rows.append(["nearbyDrivers over HTTP ≥ 2× PostGIS", "; ".join(parts) or "–",
                  verdict(all(oks) if oks else None)])
 
-    # Judged on the server's request-time histogram, as the target defines it; the packet
+    # Judged on the server's request-time histogram, as the target defines it. The packet
     # times add the wait for a CPU before and after the GraphQL execution.
     parts, met, missed = [], [], []
     for c in results.concurrencies(1_000_000):
@@ -531,12 +569,16 @@ def targets_section(results):
                          f"{count(row['throughput_per_s'])} events/s: p99 {millis(p99)} ms, "
                          f"{count(d.get('events_received'))} of {count(d.get('events_expected'))} "
                          f"events")
+        fewest = min(row["details"].get("subscribers_connected") or 0 for row in big)
+        text = verdict(all(oks))
+        if fewest < 20_000:
+            text += f" at {count(fewest)} subscribers"
         rows.append(["20,000 subscribers, p99 update-to-client ≤ 250 ms", "; ".join(parts),
-                     verdict(all(oks))])
+                     text])
     else:
         rows.append(["20,000 subscribers, p99 update-to-client ≤ 250 ms", "–", verdict(None)])
 
-    parts, oks = [], []
+    parts, met, missed = [], [], []
     for n in sorted({n for (t, n) in results.memory if t == "server" and n > 0}):
         rss = results.memory[("server", n)]["bytes_per_driver"]
         heap = results.heap_per_driver(n)
@@ -545,11 +587,19 @@ def targets_section(results):
         # The heap in use is what the index and registry hold; RSS adds what the allocator
         # kept from the start-up load. The target is judged on the heap.
         judged = heap if heap is not None else rss
-        oks.append(judged <= 300)
+        (met if judged <= 300 else missed).append(drivers_label(n))
         parts.append(f"{drivers_label(n)}: {count(heap)} bytes of heap in use, "
                      f"{count(rss)} bytes of RSS")
-    rows.append(["≤ 300 bytes per online driver in the index", "; ".join(parts) or "–",
-                 verdict(all(oks) if oks else None)])
+    if not parts:
+        text = verdict(None)
+    elif not missed:
+        text = "met"
+    elif not met:
+        text = "**not met**"
+    else:
+        text = f"met at {', '.join(met)}; **not met** at {', '.join(missed)}"
+    rows.append(["≤ 300 bytes per online driver in the index (heap in use)",
+                 "; ".join(parts) or "–", text])
 
     if results.replay:
         row = results.replay[-1]
@@ -628,8 +678,8 @@ class Svg:
                           f'transform="rotate(-90 {x} {y:.1f})">{escape(label)}</text>')
 
     def line(self, points, color, dash, name):
-        """POINTS are (x fraction, y fraction) pairs; None fractions break nothing, they are
-        left out."""
+        """Draw a polyline with markers and a legend entry. POINTS are (x fraction, y fraction)
+        pairs, and pairs with a None are left out."""
         points = [(x, y) for x, y in points if x is not None and y is not None]
         if not points:
             return
@@ -775,6 +825,7 @@ def main():
         "nearby-latency": nearby_latency_section(results),
         "nearby-cpu": nearby_cpu_section(results, machine),
         "ingest": ingest_section(results),
+        "ingest-cpu": ingest_cpu_section(results, machine),
         "memory": memory_section(results),
         "fanout": fanout_section(results),
         "criterion": criterion_section(results),

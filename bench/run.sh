@@ -3,7 +3,7 @@
 # PostGIS with the same seeded drivers and the same queries, then the criterion
 # micro-benchmarks, then bench/report.py.
 #
-#   bench/run.sh            full run, about 45 minutes on 2 cores; writes bench/results/
+#   bench/run.sh            full run, about 30 minutes on 2 cores; writes bench/results/
 #   bench/run.sh --quick    smoke run at 10,000 drivers, a few minutes; writes target/bench-quick/
 #
 # Needs root on Debian 12 for apt-get and for starting PostgreSQL 15 and Redis when they are
@@ -181,7 +181,7 @@ raise_open_files() {
     ulimit -Sn "$(ulimit -Hn)"
     log "open-files limit $(ulimit -n)"
     # The server and the load generator each hold one socket per subscriber plus a few dozen
-    # other files; without CAP_SYS_RESOURCE the hard limit may stay below what 20,000 need.
+    # other files. Without CAP_SYS_RESOURCE the hard limit may stay below what 20,000 need.
     local most=$(( $(ulimit -n) - 100 ))
     if (( FANOUT_SUBSCRIBERS > most )); then
         log "fan-out lowered from $FANOUT_SUBSCRIBERS to $most subscribers by the open-files limit"
@@ -338,7 +338,8 @@ run_fanout() {
 }
 
 # The Porto replay of docs/REPLAY.md at full speed on a new database, for its speed-up over
-# real time. The fixes are compressed in time, so the speed check is widened as that page says.
+# real time. The fixes are compressed in time, so the speed check is widened as that page
+# describes.
 run_replay() {
     if [[ ! -d $ROOT/data/porto ]] || ! "$BIN" replay --help >/dev/null 2>&1; then
         log "skipping the Porto replay: data/porto or \`mobility replay\` is missing"
@@ -374,6 +375,7 @@ run_size() {
     rm -f "$db" "$db-shm" "$db-wal"
     timeout 3600 "$BIN" seed --database-url "sqlite://$db?mode=rwc" --drivers "$n" --seed "$SEED"
     start_server "$db" "$n" "$n"
+
     if [[ $full == 1 ]]; then
         # Right after start, before any request, as the server baseline was taken.
         loadgen memory --target server --url "$SERVER_URL" --server-pid "$SERVER_PID" \
@@ -386,10 +388,12 @@ run_size() {
         --drivers "$n" --seed "$SEED"
     timeout 3600 "$BIN" loadgen load --target postgis --postgres-url "$PG_URL" \
         --drivers "$n" --seed "$SEED"
+
     if [[ $full == 1 ]]; then
         loadgen memory --target redis --redis-url "$REDIS_URL" --key "$REDIS_KEY" --output "$RESULTS"
         loadgen memory --target postgis --postgres-url "$PG_URL" --output "$RESULTS"
     fi
+
     run_nearby "$n"
     if [[ $full == 1 ]]; then
         run_ingest "$n"
@@ -430,7 +434,7 @@ for n in "${NEARBY_SIZES[@]}"; do
     run_size "$n" "$full"
 done
 
-[[ $QUICK == 1 ]] || run_replay
+run_replay
 
 if [[ $RUN_CRITERION == 1 ]]; then
     check_time
