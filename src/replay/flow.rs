@@ -84,7 +84,7 @@ struct Match {
 }
 
 /// Plays trip `trip` of the dataset. Sends on `searched` once the first search and its
-/// offers are done, so an unpaced timeline can wait for it before sending later fixes.
+/// offers are done, so the timeline can wait for it before sending later fixes.
 pub async fn run(replay: Arc<Replay>, trip: usize, searched: oneshot::Sender<()>) {
     let mut searched = Some(searched);
     let Some(mut request) = request_trip(&replay, trip).await else {

@@ -20,7 +20,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// Sorts values for [`percentile`]; NaN sorts last.
+/// Sorts values for [`percentile`] by [`f64::total_cmp`].
 pub fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values.sort_by(f64::total_cmp);
     values

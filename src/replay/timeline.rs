@@ -1,11 +1,12 @@
 //! The main loop of a replay. It sends GPS fixes in `updateDriverLocations` batches as their
 //! data time comes due and starts a trip flow at each trip's start, after the fixes of that
-//! second. It also re-sends the position of idle taxis so the server keeps them fresh, and
-//! takes silent taxis offline.
+//! second (before them with `--request-before-fixes`). It also re-sends the position of idle
+//! taxis so the server keeps them fresh, and takes silent taxis offline.
 //!
 //! Fixes of one taxi always go out in data-time order, one request after another, and a batch
-//! holds at most one fix per taxi. A taxi that is offline goes online with `goOnline` and the
-//! fix as its location.
+//! contains at most one fix per taxi. A taxi that is offline goes online with `goOnline` and
+//! the fix as its location. The loop waits for the first search of each new request, so the
+//! search uses exactly the fixes that come before it in data-time order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,9 +140,7 @@ pub async fn run(replay: Arc<Replay>, progress: &ProgressBar) -> anyhow::Result<
         while cursor < events.len() && events[cursor].ts <= horizon {
             cursor = match events[cursor].kind {
                 EventKind::Ping(_) => send_due_pings(&replay, &events, cursor, horizon).await,
-                EventKind::TripStart(_) => {
-                    start_trips(&replay, &events, cursor, unpaced, &mut flows).await
-                }
+                EventKind::TripStart(_) => start_trips(&replay, &events, cursor, &mut flows).await,
             };
         }
         if !unpaced {
@@ -223,13 +222,12 @@ async fn send_due_pings(replay: &Replay, events: &[Event], cursor: usize, horizo
 }
 
 /// Starts a flow for each trip that starts at the second of `events[cursor]` and returns the
-/// index after them. An unpaced run waits for each flow's first search, so later fixes
-/// cannot overtake it.
+/// index after them. It waits for each flow's first search and offers, so no later fix can
+/// reach the server before that search.
 async fn start_trips(
     replay: &Arc<Replay>,
     events: &[Event],
     cursor: usize,
-    unpaced: bool,
     flows: &mut JoinSet<()>,
 ) -> usize {
     let ts = events[cursor].ts;
@@ -249,10 +247,8 @@ async fn start_trips(
         end += 1;
     }
     replay.clock.advance(ts);
-    if unpaced {
-        // An error only means the flow ended before searching, which is also done.
-        join_all(searches).await;
-    }
+    // An error only means the flow ended before searching, which is also done.
+    join_all(searches).await;
     end
 }
 
@@ -380,6 +376,7 @@ async fn go_online(replay: &Replay, fix: OutgoingFix) {
         // The next fix of this taxi tries again.
         return;
     };
+
     // goOnline returns no status for its fix and silently keeps the previous one when the
     // new fix is stale or a jump, so the returned position shows which one the server kept.
     let kept = driver.presence.location;
@@ -387,6 +384,7 @@ async fn go_online(replay: &Replay, fix: OutgoingFix) {
         (at.lat - fix.position.lat).abs() < COORDINATE_EPSILON
             && (at.lng - fix.position.lon).abs() < COORDINATE_EPSILON
     });
+
     let mut fleet = replay.fleet_lock();
     let taxi = &mut fleet.taxis[fix.taxi];
     taxi.online = true;
