@@ -163,7 +163,7 @@ const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Upgrades to a GraphQL WebSocket, speaking `graphql-transport-ws` or `graphql-ws` as the
-/// client asks.
+/// client requests.
 async fn graphql_ws(
     schema: MobilitySchema,
     protocol: GraphQLProtocol,

@@ -88,7 +88,7 @@ pub struct ServeConfig {
     #[arg(long, env = "MOBILITY_CANDIDATE_POOL", default_value_t = 50)]
     pub candidate_pool: u32,
 
-    /// Seconds a driver has to answer an offer before it expires.
+    /// Seconds a driver has to accept or decline an offer before it expires.
     #[arg(long, env = "MOBILITY_OFFER_TTL_SECONDS", default_value_t = 30)]
     pub offer_ttl_seconds: u32,
 

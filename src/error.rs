@@ -4,7 +4,7 @@
 //! `extensions.code`, or an internal one, which it logs once with its cause and hides behind a
 //! generic message.
 
-use entity::enums::{OfferStatus, TripStatus};
+use entity::enums::OfferStatus;
 use sea_orm::DbErr;
 
 use crate::geometry::CoordinateError;
@@ -27,7 +27,7 @@ pub enum ServiceError {
     /// The driver never received an offer of the trip.
     #[error("driver {driver_id} has no offer of trip {trip_id}")]
     OfferNotFound { trip_id: i64, driver_id: i64 },
-    /// The driver's latest offer of the trip was already answered or expired.
+    /// The driver's latest offer of the trip was already accepted, declined or expired.
     #[error("offer {offer_id} is {status:?}, not pending")]
     OfferNotPending { offer_id: i64, status: OfferStatus },
     /// The request is valid but clashes with the current state of another object, such as a
@@ -64,14 +64,6 @@ impl ServiceError {
 
     pub fn transition(trip_id: i64, source: IllegalTransition) -> Self {
         ServiceError::InvalidTransition { trip_id, source }
-    }
-
-    /// The trip's status when the error is an illegal transition.
-    pub fn trip_status(&self) -> Option<TripStatus> {
-        match self {
-            ServiceError::InvalidTransition { source, .. } => Some(source.from),
-            _ => None,
-        }
     }
 }
 

@@ -102,7 +102,7 @@ impl std::str::FromStr for BoundingBox {
     }
 }
 
-/// Why a client-supplied coordinate pair was rejected.
+/// Reason a client-supplied coordinate pair was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CoordinateError {
     #[error("{axis} must be a finite number, got {value}")]

@@ -13,11 +13,10 @@ use tracing::{info, instrument};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::tracking::{LiveDriver, LiveDrivers};
-use crate::trips::state::ACTIVE_STATES;
 
-/// Longest name, in characters.
+/// Maximum length of a name, in characters.
 const MAX_NAME_CHARS: usize = 100;
-/// Longest plate, in characters, after removing spaces.
+/// Maximum length of a plate, in characters, after removing spaces and dashes.
 const MAX_PLATE_CHARS: usize = 20;
 /// Largest page of `drivers` and `riders`.
 pub const MAX_PAGE: u64 = 100;
@@ -163,17 +162,6 @@ impl Accounts {
             query = query.filter(driver::Column::Id.gt(after));
         }
         Ok(query.all(&self.db).await?)
-    }
-
-    /// Whether the driver holds a trip in an active state, read from storage.
-    pub async fn active_trip_id(&self, driver_id: i64) -> ServiceResult<Option<i64>> {
-        use entity::trip;
-        let trip = trip::Entity::find()
-            .filter(trip::Column::DriverId.eq(driver_id))
-            .filter(trip::Column::Status.is_in(ACTIVE_STATES))
-            .one(&self.db)
-            .await?;
-        Ok(trip.map(|t| t.id))
     }
 }
 

@@ -13,14 +13,14 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// A driver by id; null when there is none.
+    /// Returns a driver by id, or null when there is none.
     async fn driver(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Driver>> {
         let id = parse_id(&id, "id")?;
         let accounts = &ctx.data::<Services>()?.accounts;
         Ok(accounts.driver(id).await.map_err(api_error)?.map(Driver))
     }
 
-    /// A driver by E.164 phone number; null when there is none.
+    /// Returns a driver by E.164 phone number, or null when there is none.
     async fn driver_by_phone(&self, ctx: &Context<'_>, phone: String) -> Result<Option<Driver>> {
         let accounts = &ctx.data::<Services>()?.accounts;
         Ok(accounts
@@ -43,14 +43,14 @@ impl Query {
         Ok(drivers.into_iter().map(Driver).collect())
     }
 
-    /// A rider by id; null when there is none.
+    /// Returns a rider by id, or null when there is none.
     async fn rider(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Rider>> {
         let id = parse_id(&id, "id")?;
         let accounts = &ctx.data::<Services>()?.accounts;
         Ok(accounts.rider(id).await.map_err(api_error)?.map(Rider))
     }
 
-    /// A rider by E.164 phone number; null when there is none.
+    /// Returns a rider by E.164 phone number, or null when there is none.
     async fn rider_by_phone(&self, ctx: &Context<'_>, phone: String) -> Result<Option<Rider>> {
         let accounts = &ctx.data::<Services>()?.accounts;
         Ok(accounts
@@ -60,7 +60,7 @@ impl Query {
             .map(Rider))
     }
 
-    /// A trip by id; null when there is none.
+    /// Returns a trip by id, or null when there is none.
     async fn trip(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Trip>> {
         let id = parse_id(&id, "id")?;
         let trips = &ctx.data::<Services>()?.trips;

@@ -27,7 +27,7 @@ fn skip_lag<T>(item: Result<T, BroadcastStreamRecvError>, stream: &'static str) 
 
 #[Subscription]
 impl Subscription {
-    /// Every accepted location fix of one driver.
+    /// Streams every accepted location fix of one driver.
     async fn driver_location(
         &self,
         ctx: &Context<'_>,
@@ -57,7 +57,7 @@ impl Subscription {
         Ok(stream)
     }
 
-    /// Every change of one trip, from the moment of subscription.
+    /// Streams every change of one trip from the moment of subscription.
     async fn trip_updated(
         &self,
         ctx: &Context<'_>,
@@ -84,7 +84,7 @@ impl Subscription {
         Ok(stream)
     }
 
-    /// Every change of every trip (requests, offers, state changes, cancellations, ratings),
+    /// Streams every change of every trip (requests, offers, state changes, cancellations, ratings),
     /// for dashboards.
     async fn live_trips(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = TripUpdate>> {
         let services = ctx.data::<Services>()?;

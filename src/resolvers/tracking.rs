@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, Object, Result};
 use crate::app::Services;
 use crate::error::ServiceError;
 use crate::schema::enums::LocationUpdateStatus;
-use crate::schema::error::{api_error, parse_id};
+use crate::schema::error::{api_error, error_code, parse_id};
 use crate::schema::inputs::{DriverLocationUpdateInput, LocationInput};
 use crate::schema::types::{Driver, LocationUpdateResult};
 use crate::tracking::{LocationInput as DomainLocation, UpdateOutcome, UpdateStatus};
@@ -24,20 +24,6 @@ fn to_result(outcome: UpdateOutcome) -> LocationUpdateResult {
         message: outcome.message,
         error_code: None,
         latest_recorded_at: outcome.latest_recorded_at,
-    }
-}
-
-/// The `extensions.code` an error would carry, for batch rows.
-fn error_code(e: &ServiceError) -> &'static str {
-    match e {
-        ServiceError::InvalidInput { .. } => "BAD_USER_INPUT",
-        ServiceError::NotFound { .. } | ServiceError::OfferNotFound { .. } => "NOT_FOUND",
-        ServiceError::InvalidTransition { .. } | ServiceError::OfferNotPending { .. } => {
-            "INVALID_TRANSITION"
-        }
-        ServiceError::Conflict(_) => "CONFLICT",
-        ServiceError::Forbidden(_) => "FORBIDDEN",
-        ServiceError::Database(_) => "INTERNAL_SERVER_ERROR",
     }
 }
 
@@ -63,7 +49,7 @@ impl TrackingMutation {
         driver_model(services, driver_id).await
     }
 
-    /// Takes a driver offline; fails with CONFLICT while the driver holds an active trip.
+    /// Takes a driver offline. Fails with CONFLICT while the driver has an active trip.
     async fn go_offline(&self, ctx: &Context<'_>, driver_id: ID) -> Result<Driver> {
         let driver_id = parse_id(&driver_id, "driverId")?;
         let services = ctx.data::<Services>()?;

@@ -54,7 +54,7 @@ impl TripMutation {
         ))
     }
 
-    /// A driver takes a REQUESTED trip, through an offer or straight from
+    /// Gives a REQUESTED trip to a driver, through an offer or straight from
     /// `nearbyTripRequests`. Of concurrent accepts exactly one wins; the others get
     /// INVALID_TRANSITION.
     async fn accept_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Trip> {
@@ -68,7 +68,7 @@ impl TripMutation {
         ))
     }
 
-    /// A driver declines a pending offer; the trip stays REQUESTED for other drivers.
+    /// Declines a driver's pending offer. The trip stays REQUESTED for other drivers.
     async fn decline_trip(
         &self,
         ctx: &Context<'_>,
@@ -84,7 +84,7 @@ impl TripMutation {
         Ok(Offer(offer.map_err(api_error)?))
     }
 
-    /// The assigned driver is at the pickup: ACCEPTED to ARRIVED.
+    /// Moves a trip from ACCEPTED to ARRIVED: the assigned driver is at the pickup.
     async fn arrive_at_pickup(
         &self,
         ctx: &Context<'_>,
@@ -101,7 +101,7 @@ impl TripMutation {
         ))
     }
 
-    /// The rider is on board: ARRIVED to STARTED.
+    /// Moves a trip from ARRIVED to STARTED: the rider is on board.
     async fn start_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Trip> {
         let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;
@@ -113,7 +113,8 @@ impl TripMutation {
         ))
     }
 
-    /// The rider was dropped off: STARTED to COMPLETED. The driver becomes available.
+    /// Moves a trip from STARTED to COMPLETED: the rider was dropped off, and the driver is
+    /// available again.
     async fn complete_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Trip> {
         let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;

@@ -17,34 +17,44 @@ use tracing::error;
 
 use crate::error::ServiceError;
 
+/// Returns the `extensions.code` of a service error, the stable name a client matches on.
+pub fn error_code(e: &ServiceError) -> &'static str {
+    match e {
+        ServiceError::InvalidInput { .. } => "BAD_USER_INPUT",
+        ServiceError::NotFound { .. } | ServiceError::OfferNotFound { .. } => "NOT_FOUND",
+        ServiceError::InvalidTransition { .. } | ServiceError::OfferNotPending { .. } => {
+            "INVALID_TRANSITION"
+        }
+        ServiceError::Conflict(_) => "CONFLICT",
+        ServiceError::Forbidden(_) => "FORBIDDEN",
+        ServiceError::Database(_) => "INTERNAL_SERVER_ERROR",
+    }
+}
+
 /// Converts a service error for the client. Internal errors are logged here, once, with their
 /// cause, and the client sees a generic message.
 pub fn api_error(e: ServiceError) -> Error {
+    let code = error_code(&e);
     let message = e.to_string();
     match e {
         ServiceError::InvalidInput { field, .. } => Error::new(message).extend_with(|_, ext| {
-            ext.set("code", "BAD_USER_INPUT");
+            ext.set("code", code);
             ext.set("field", field);
         }),
-        ServiceError::NotFound { .. } | ServiceError::OfferNotFound { .. } => {
-            with_code(message, "NOT_FOUND")
-        }
         ServiceError::InvalidTransition { source, .. } => {
             Error::new(message).extend_with(|_, ext| {
-                ext.set("code", "INVALID_TRANSITION");
+                ext.set("code", code);
                 ext.set(
                     "tripStatus",
                     crate::schema::enums::TripStatus::from(source.from),
                 );
             })
         }
-        ServiceError::OfferNotPending { .. } => with_code(message, "INVALID_TRANSITION"),
-        ServiceError::Conflict(_) => with_code(message, "CONFLICT"),
-        ServiceError::Forbidden(_) => with_code(message, "FORBIDDEN"),
         ServiceError::Database(cause) => {
             error!(error = %cause, cause = ?cause, "database error");
             internal()
         }
+        _ => with_code(message, code),
     }
 }
 

@@ -81,19 +81,12 @@ impl Extension for RequestTiming {
             .lock()
             .clone()
             .unwrap_or_else(|| "unknown".into());
-        let outcome = response
-            .errors
-            .first()
-            .and_then(|e| e.extensions.as_ref())
-            .and_then(|ext| ext.get("code"))
-            .map_or_else(
-                || "ok".to_owned(),
-                |code| code.to_string().trim_matches('"').to_owned(),
-            );
-        let outcome = if response.errors.is_empty() {
-            "ok".to_owned()
-        } else {
-            outcome
+        let outcome = match response.errors.first() {
+            None => "ok".to_owned(),
+            Some(error) => match error.extensions.as_ref().and_then(|ext| ext.get("code")) {
+                Some(async_graphql::Value::String(code)) => code.clone(),
+                _ => "unknown".to_owned(),
+            },
         };
         metrics::histogram!(GRAPHQL_REQUEST_SECONDS, "operation" => operation, "outcome" => outcome)
             .record(self.started.elapsed().as_secs_f64());

@@ -122,7 +122,7 @@ impl Vehicle {
     }
 }
 
-/// A driver's live state as the server holds it now.
+/// Live state of a driver as the server has it now.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct DriverPresence {
     pub online: bool,
@@ -536,7 +536,7 @@ impl NearbyDriver {
     }
 }
 
-/// How ETAs are computed.
+/// Model behind the ETAs.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct EtaModelInfo {
     pub method: EtaMethod,
@@ -558,7 +558,7 @@ pub struct NearbyDriversResult {
     pub radii_tried_meters: Vec<f64>,
     /// Eligible drivers scored before keeping the best `limit`.
     pub candidates_scored: i32,
-    /// What the proximity term of the score measured.
+    /// Input that the proximity term of the score measured.
     pub proximity: ProximityMode,
     pub eta: EtaModelInfo,
 }
@@ -592,7 +592,7 @@ impl NearbyTripRequest {
 pub struct LocationUpdateResult {
     pub driver_id: ID,
     pub status: LocationUpdateStatus,
-    /// Why the update was ignored or rejected; null when accepted.
+    /// Reason the update was ignored or rejected; null when accepted.
     pub message: Option<String>,
     /// Error code when `status` is REJECTED, as in `extensions.code` of errors.
     pub error_code: Option<String>,

@@ -12,16 +12,16 @@ use entity::enums::VehicleType;
 use parking_lot::RwLock;
 
 use crate::spatial::SpatialIndex;
-use crate::tracking::rules::{Fix, FixRules, FixVerdict, judge_fix};
+use crate::tracking::rules::Fix;
 
-/// What the server keeps in memory about one driver.
+/// In-memory state of one driver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveDriver {
     pub driver_id: i64,
     pub vehicle_type: VehicleType,
     pub online: bool,
     pub fix: Option<Fix>,
-    /// Trip the driver holds in an active state, if any.
+    /// Trip the driver has in an active state, if any.
     pub active_trip_id: Option<i64>,
     /// Since when the driver has been online without a trip.
     pub available_since: Option<DateTime<Utc>>,
@@ -71,7 +71,7 @@ struct Registry {
     index: SpatialIndex<i64>,
 }
 
-/// Where a driver sits in the index: online with a fix.
+/// Returns where a driver belongs in the index: at its fix when online, nowhere otherwise.
 fn indexed_position(driver: &LiveDriver) -> Option<crate::geometry::LatLng> {
     driver.fix.filter(|_| driver.online).map(|fix| fix.position)
 }
@@ -176,13 +176,6 @@ impl LiveDrivers {
         let after_driver = driver.clone();
         registry.reindex(driver_id, before, indexed_position(&after_driver));
         Some(after_driver)
-    }
-
-    /// Judges `fix` against the driver's last one without changing anything.
-    pub fn judge(&self, driver_id: i64, fix: &Fix, rules: &FixRules) -> Option<FixVerdict> {
-        let registry = self.registry.read();
-        let driver = registry.get(driver_id)?;
-        Some(judge_fix(driver.fix.as_ref(), fix, rules))
     }
 
     /// Stores `fix` if it is still newer than the driver's last one; returns whether it did.

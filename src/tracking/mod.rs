@@ -41,7 +41,7 @@ pub struct LocationInput {
     pub recorded_at: Option<DateTime<Utc>>,
 }
 
-/// What happened to one location update.
+/// Outcome of one location update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateStatus {
     /// Stored, indexed and published.
@@ -57,7 +57,7 @@ pub enum UpdateStatus {
 pub struct UpdateOutcome {
     pub driver_id: i64,
     pub status: UpdateStatus,
-    /// Why the update was ignored, for `Stale` and `ImpossibleJump`.
+    /// Reason the update was ignored, for `Stale` and `ImpossibleJump`.
     pub message: Option<String>,
     /// Device time of the fix the driver now has.
     pub latest_recorded_at: Option<DateTime<Utc>>,
@@ -227,7 +227,7 @@ impl Tracking {
     /// Marks a driver offline; it stops being matched at once.
     ///
     /// # Errors
-    /// `NotFound` for an unknown driver, `Conflict` while the driver holds an active trip.
+    /// `NotFound` for an unknown driver, `Conflict` while the driver has an active trip.
     #[instrument(skip(self), fields(driver.id = driver_id))]
     pub async fn go_offline(&self, driver_id: i64) -> ServiceResult<LiveDriver> {
         let before = self.known_driver(driver_id)?;
@@ -262,7 +262,7 @@ impl Tracking {
     ///
     /// # Errors
     /// `InvalidInput` for a bad fix, `NotFound` for an unknown driver, `Conflict` for an
-    /// offline driver. A stale fix or an impossible jump is not an error: the outcome says so.
+    /// offline driver. A stale fix or an impossible jump is not an error; the outcome reports it.
     #[instrument(skip(self, input), fields(driver.id = driver_id))]
     pub async fn update_location(
         &self,

@@ -199,6 +199,7 @@ impl Trips {
         let trip = lock_trip(&txn, trip_id).await?;
         let to = next_status(trip.status, TripAction::Accept)
             .map_err(|e| ServiceError::transition(trip_id, e))?;
+        // NOTE: unlike `offer_trip`, this accepts a driver who is offline or has no position.
         check_vehicle(&driver, &trip)?;
         // An overdue offer, even the driver's own, expires first: the trip is then open to
         // any driver, this one included, but the late reply does not count as accepted.

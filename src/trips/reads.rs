@@ -85,8 +85,4 @@ impl Trips {
             .all(&self.db)
             .await?)
     }
-
-    pub async fn offer(&self, offer_id: i64) -> ServiceResult<Option<offer::Model>> {
-        Ok(offer::Entity::find_by_id(offer_id).one(&self.db).await?)
-    }
 }

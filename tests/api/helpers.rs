@@ -538,3 +538,21 @@ impl TestApp {
         data["driver"].clone()
     }
 }
+
+/// Parses an RFC 3339 time from a response field, failing the test with `what` otherwise.
+pub fn time(value: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{what} {text:?} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// Asserts that the first error of a response has `code`.
+pub fn assert_code(body: &Value, code: &str, what: &str) {
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], code,
+        "{what}: {body}"
+    );
+}

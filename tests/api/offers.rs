@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Protocol, TestApp, eventually};
+use crate::helpers::{Backend, Protocol, TestApp, assert_code, eventually, time};
 
 crate::on_both_backends!(
     offer_creates_pending,
@@ -33,22 +33,6 @@ const PRIOR_WEIGHT: f64 = 10.0;
 /// Sweep interval that keeps the sweep from running again during a test: the first sweep
 /// runs at start, the next one an hour later.
 const NO_SWEEP_MS: u64 = 3_600_000;
-
-fn time(value: &Value, what: &str) -> DateTime<Utc> {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
-    DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("{what} {text:?} is not RFC 3339: {e}"))
-        .with_timezone(&Utc)
-}
-
-fn assert_code(body: &Value, code: &str, what: &str) {
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"], code,
-        "{what}: {body}"
-    );
-}
 
 fn assert_unchanged(before: &Value, after: &Value, what: &str) {
     assert_eq!(after["status"], before["status"], "{what}: status changed");

@@ -3,10 +3,10 @@
 //! state. Also covers wrong parties, unknown and malformed ids, input limits, drivers bound to
 //! an active trip, and the state rebuilt after a restart.
 
-use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use chrono::{TimeDelta, Timelike, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, assert_code, time};
 
 crate::on_both_backends!(
     request_without_dropoff,
@@ -41,22 +41,6 @@ async fn full_trip(app: &TestApp, trip: &str) -> Value {
     let query = format!("query($id: ID!) {{ trip(id: $id) {{ {TRIP_FIELDS} }} }}");
     let data = app.ok(&query, json!({ "id": trip })).await;
     data["trip"].clone()
-}
-
-fn time(value: &Value, what: &str) -> DateTime<Utc> {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
-    DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("{what} {text:?} is not RFC 3339: {e}"))
-        .with_timezone(&Utc)
-}
-
-fn assert_code(body: &Value, code: &str, what: &str) {
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"], code,
-        "{what}: {body}"
-    );
 }
 
 /// Checks `events` against `(kind, actorRole, actorId, fromStatus, toStatus)` rows, in order.
