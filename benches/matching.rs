@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use entity::enums::VehicleType;
+use mobility::auth::{Principal, Role};
 use mobility::geometry::LatLng;
 use mobility::matching::{EtaModel, MatchConfig, Matcher, NearbyQuery, OpenRequests};
 use mobility::ranking::{CandidateFeatures, RankingConfig, score};
@@ -222,8 +223,15 @@ fn nearby_schema(c: &mut Criterion) {
                     p.lat, p.lng
                 );
                 let schema = schema.clone();
+                // The caller the HTTP layer would have authenticated from a bearer token.
+                let request = async_graphql::Request::new(query).data(Principal {
+                    token_id: 1,
+                    name: "bench".into(),
+                    role: Role::Admin,
+                    subject_id: None,
+                });
                 async move {
-                    let response = schema.execute(query).await;
+                    let response = schema.execute(request).await;
                     assert!(response.errors.is_empty(), "{:?}", response.errors);
                     black_box(response)
                 }

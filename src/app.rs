@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql_axum::{GraphQL, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::State;
 use axum::extract::WebSocketUpgrade;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,8 +23,12 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::accounts::Accounts;
+use crate::auth::{Principal, Tokens};
+use crate::cluster::cache::{self, SharedProfileCache};
+use crate::cluster::replication::{OUTBOX_CAPACITY, run_publisher, run_subscriber};
+use crate::cluster::{Cluster, RedisLink};
 use crate::config::ServeConfig;
-use crate::events::EventBus;
+use crate::events::{EventBus, Outbox};
 use crate::matching::{EtaModel, MatchConfig, Matcher};
 use crate::schema::{self, MobilitySchema};
 use crate::tracking::{FixRules, Tracking, TrackingConfig, load_live_drivers};
@@ -42,6 +46,14 @@ pub struct Services {
     pub matcher: Matcher,
     pub trips: Trips,
     pub bus: EventBus,
+    /// Redis, when `REDIS_URL` is set.
+    pub redis: Option<RedisLink>,
+    /// This instance's link to the others, when `REDIS_URL` is set.
+    pub cluster: Option<Cluster>,
+    /// Cache of driver, rider and vehicle rows for the GraphQL loaders; a no-op unless
+    /// `REDIS_URL` is set and `MOBILITY_PROFILE_CACHE` is true.
+    pub profiles: SharedProfileCache,
+    pub tokens: Tokens,
 }
 
 impl Services {
@@ -67,7 +79,21 @@ impl Services {
             open_requests = requests.len(),
             "live state rebuilt from storage"
         );
-        let bus = EventBus::new(config.event_buffer);
+        let redis = match &config.redis_url {
+            Some(url) => Some(RedisLink::open(url, &config.redis_prefix).map_err(|e| {
+                anyhow::anyhow!("invalid REDIS_URL {}: {e}", crate::db::redact(url))
+            })?),
+            None => None,
+        };
+        let cluster = redis.clone().map(Cluster::new);
+        let tokens = Tokens::new(db.clone());
+        if let Some(secret) = tokens.ensure_admin(config.admin_token.as_deref()).await? {
+            announce_first_admin_token(&secret);
+        }
+        let mut bus = EventBus::new(config.event_buffer);
+        if cluster.is_some() {
+            bus = bus.with_outbox(Arc::new(Outbox::new(OUTBOX_CAPACITY)));
+        }
         let tracking = Tracking::new(
             db.clone(),
             live.clone(),
@@ -114,7 +140,14 @@ impl Services {
                 service_area: config.service_area,
             },
         );
-        let accounts = Accounts::new(db.clone(), live);
+        let accounts = Accounts::new(db.clone(), live, bus.clone());
+        let profiles = cache::select(
+            redis.as_ref(),
+            config.profile_cache,
+            config.cache_ttl_seconds,
+        );
+        let accounts = accounts.with_profile_cache(profiles.clone());
+        let trips = trips.with_profile_cache(profiles.clone());
         Ok(Self {
             db,
             accounts,
@@ -122,36 +155,131 @@ impl Services {
             matcher,
             trips,
             bus,
+            redis,
+            cluster,
+            profiles,
+            tokens,
         })
     }
 }
 
+/// Prints the secret of the admin token created at first start, once, on standard output, so
+/// a newcomer is never locked out and the server is never open.
+fn announce_first_admin_token(secret: &str) {
+    println!(
+        "\nNo API token existed, so this first start created an admin token:\n\n    {secret}\n\n\
+         It is shown only now; keep it. Send it as `Authorization: Bearer <token>` (in \
+         GraphiQL, under Headers).\nCreate tokens for clients with the createApiToken mutation \
+         or `mobility token create`.\n"
+    );
+    info!("created the first admin token; its secret was printed on standard output");
+}
+
 /// The HTTP routes: GraphiQL at `/`, GraphQL at `/graphql` (POST and GET), subscriptions at
-/// `/graphql/ws` (`graphql-transport-ws` and `graphql-ws`), and `/healthz`.
-pub fn router(schema: MobilitySchema, services: Services) -> Router {
+/// `/graphql/ws` (`graphql-transport-ws` and `graphql-ws`), `/healthz`, `/readyz` and
+/// `/metrics`. `shutdown` closes WebSockets with a close frame when it turns true.
+pub fn router(
+    schema: MobilitySchema,
+    services: Services,
+    limits: crate::ws::Limits,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
+    let tokens = services.tokens.clone();
     Router::new()
         .route("/", get(graphiql))
         .route(
             "/graphql",
             get({
                 let schema = schema.clone();
-                move |uri: Uri| graphql_get(schema, uri)
+                let tokens = tokens.clone();
+                move |headers: HeaderMap, uri: Uri| graphql_get(schema, tokens, headers, uri)
             })
-            .post_service(GraphQL::new(schema.clone())),
+            .post({
+                let schema = schema.clone();
+                let tokens = tokens.clone();
+                move |headers: HeaderMap, request: GraphQLBatchRequest| {
+                    graphql_post(schema, tokens, headers, request)
+                }
+            }),
         )
         .route(
             "/graphql/ws",
-            get(
-                move |protocol: GraphQLProtocol, upgrade: WebSocketUpgrade| {
-                    graphql_ws(schema, protocol, upgrade)
-                },
-            ),
+            get(move |headers: HeaderMap, upgrade: WebSocketUpgrade| {
+                graphql_ws(schema, tokens, headers, upgrade, limits, shutdown)
+            }),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .with_state(services)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Returns the bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+/// Builds a GraphQL error response outside execution: `status` and one error with `code`.
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }],
+    });
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// Resolves the caller of an HTTP request, or returns the 401 (or 503) response to send.
+async fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, Response> {
+    let Some(token) = bearer(headers) else {
+        return Err(error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "missing token: send `Authorization: Bearer <token>`",
+        ));
+    };
+    match tokens.authenticate(token).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "token is unknown or revoked",
+        )),
+        Err(e) => {
+            crate::metrics::count_database_error();
+            tracing::error!(error = %e, "token check failed");
+            Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "database unreachable; retry later",
+            ))
+        }
+    }
+}
+
+async fn graphql_post(
+    schema: MobilitySchema,
+    tokens: Tokens,
+    headers: HeaderMap,
+    request: GraphQLBatchRequest,
+) -> Response {
+    let principal = match authenticate(&tokens, &headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let request = request.into_inner().data(principal);
+    GraphQLResponse::from(schema.execute_batch(request).await).into_response()
 }
 
 /// Read buffer of one WebSocket, in bytes. Clients send small messages (`subscribe`, `ping`),
@@ -163,23 +291,50 @@ const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Upgrades to a GraphQL WebSocket, speaking `graphql-transport-ws` or `graphql-ws` as the
-/// client requests.
+/// client requests. The token comes in `connection_init`, or in the upgrade request's
+/// `Authorization` header for clients that can set one.
 async fn graphql_ws(
     schema: MobilitySchema,
-    protocol: GraphQLProtocol,
+    tokens: Tokens,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
+    limits: crate::ws::Limits,
+    shutdown: watch::Receiver<bool>,
 ) -> Response {
+    let header_token = bearer(&headers).map(str::to_owned);
+    let Some(protocol) = crate::ws::protocol_of(&headers) else {
+        return (StatusCode::BAD_REQUEST, "unknown WebSocket subprotocol").into_response();
+    };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .max_message_size(WS_MAX_MESSAGE_BYTES)
         .max_frame_size(WS_MAX_MESSAGE_BYTES)
-        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, schema, protocol).serve())
+        .on_upgrade(move |socket| {
+            crate::ws::serve(
+                socket,
+                schema,
+                protocol,
+                tokens,
+                header_token,
+                limits,
+                shutdown,
+            )
+        })
 }
 
 /// Serves GraphQL over GET. A mutation gets 405 Method Not Allowed, as the GraphQL over HTTP
 /// specification requires, so that links, prefetchers and caches cannot change state.
-async fn graphql_get(schema: MobilitySchema, uri: Uri) -> Response {
+async fn graphql_get(
+    schema: MobilitySchema,
+    tokens: Tokens,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let principal = match authenticate(&tokens, &headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
     let query_string = uri.query().unwrap_or_default();
     let mut request = match async_graphql::http::parse_query_string(query_string) {
         Ok(request) => request,
@@ -204,7 +359,7 @@ async fn graphql_get(schema: MobilitySchema, uri: Uri) -> Response {
         )
             .into_response();
     }
-    GraphQLResponse::from(schema.execute(request).await).into_response()
+    GraphQLResponse::from(schema.execute(request.data(principal)).await).into_response()
 }
 
 /// Returns whether the operation that `request` selects is a mutation. A document that does not
@@ -241,25 +396,73 @@ async fn metrics_page(State(services): State<Services>) -> impl IntoResponse {
     metrics::gauge!(m::REGISTERED_DRIVERS).set(live.driver_count() as f64);
     metrics::gauge!(m::OPEN_REQUESTS).set(services.matcher.open_request_count() as f64);
     metrics::gauge!(m::SUBSCRIBERS).set(services.bus.subscriber_count() as f64);
+    let database_up = services.db.ping().await.is_ok();
+    metrics::gauge!(m::DATABASE_UP).set(if database_up { 1.0 } else { 0.0 });
+    if let Some(cluster) = &services.cluster {
+        cluster.link().probe().await;
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
     )
 }
 
+/// Liveness: 200 while the process serves requests, whatever its dependencies do, so an
+/// orchestrator does not restart every instance during a database outage. The body reports
+/// the database for people; `/readyz` is the check that depends on it.
 async fn healthz(State(services): State<Services>) -> impl IntoResponse {
     let database = services.db.ping().await;
+    if let Err(e) = &database {
+        tracing::warn!(error = %e, "health check: database unreachable");
+    }
     let body = serde_json::json!({
         "status": if database.is_ok() { "ok" } else { "degraded" },
         "database": if database.is_ok() { "ok" } else { "unreachable" },
         "onlineDriversIndexed": services.tracking.live().indexed_count(),
         "subscribers": services.bus.subscriber_count(),
     });
-    if let Err(e) = database {
-        tracing::warn!(error = %e, "health check: database unreachable");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
-    }
     (StatusCode::OK, Json(body))
+}
+
+/// Readiness for a load balancer: 503 while the database does not respond, 200 otherwise. The
+/// JSON body names each dependency. With Redis configured but unreachable, or its events not
+/// received, the status is `degraded` and the code stays 200: every write still lands in the
+/// database and every instance still serves, only the live state of other instances arrives
+/// late, so routing away from every instance at once would turn a Redis outage into a full one.
+async fn readyz(State(services): State<Services>) -> impl IntoResponse {
+    use crate::metrics as m;
+
+    let database = services.db.ping().await;
+    metrics::gauge!(m::DATABASE_UP).set(if database.is_ok() { 1.0 } else { 0.0 });
+    if let Err(e) = &database {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+    }
+    let mut status = if database.is_ok() { "ready" } else { "unready" };
+    let mut body = serde_json::json!({
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+    });
+    if let Some(cluster) = &services.cluster {
+        let redis = cluster.link().probe().await;
+        let subscribed = cluster.is_subscribed();
+        if database.is_ok() && !(redis && subscribed) {
+            status = "degraded";
+        }
+        body["redis"] = if redis { "ok" } else { "unreachable" }.into();
+        body["events"] = if subscribed {
+            "receiving"
+        } else {
+            "not receiving"
+        }
+        .into();
+        body["instanceId"] = cluster.instance_id().to_string().into();
+    }
+    body["status"] = status.into();
+    let code = if database.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }
 
 /// A server running in the background, for tests and tools.
@@ -345,7 +548,23 @@ async fn serve_services(
         Duration::from_millis(config.offer_sweep_ms),
         shutdown.clone(),
     ));
-    axum::serve(listener, router(schema, services))
+    let mut cluster_tasks = Vec::new();
+    if let (Some(cluster), Some(outbox)) = (&services.cluster, services.bus.outbox()) {
+        cluster_tasks.push(tokio::spawn(run_publisher(
+            cluster.clone(),
+            outbox.clone(),
+            shutdown.clone(),
+        )));
+        cluster_tasks.push(tokio::spawn(run_subscriber(
+            services.clone(),
+            cluster.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let limits = crate::ws::Limits {
+        max_subscriptions: config.max_subscriptions_per_connection as usize,
+    };
+    axum::serve(listener, router(schema, services, limits, shutdown.clone()))
         .with_graceful_shutdown(async move {
             while !*shutdown.borrow() {
                 if shutdown.changed().await.is_err() {
@@ -355,5 +574,8 @@ async fn serve_services(
         })
         .await?;
     expiry.await?;
+    for task in cluster_tasks {
+        task.await?;
+    }
     Ok(())
 }

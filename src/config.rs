@@ -135,6 +135,48 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "MOBILITY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Redis URL (`redis://host:port/db`). When set, instances share live state and events
+    /// through it, so several can run behind one load balancer; when absent, everything live
+    /// stays in this process.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several deployments (or test runs) can share
+    /// one Redis.
+    #[arg(long, env = "MOBILITY_REDIS_PREFIX", default_value = "mobility")]
+    pub redis_prefix: String,
+
+    /// An admin token (`mob_` and 64 hex digits) stored at start if missing, for automated
+    /// deployments; `mobility token generate` prints a new one. Without it, the first start
+    /// creates an admin token and prints it once.
+    #[arg(long, env = "MOBILITY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Subscriptions one WebSocket connection may hold at once; one more closes it with code
+    /// 4429.
+    #[arg(
+        long,
+        env = "MOBILITY_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 20
+    )]
+    pub max_subscriptions_per_connection: u32,
+
+    /// Seconds a cached driver profile lives in Redis before it is read again from the
+    /// database. Writes invalidate it sooner.
+    #[arg(long, env = "MOBILITY_CACHE_TTL_SECONDS", default_value_t = 300)]
+    pub cache_ttl_seconds: u32,
+
+    /// Whether the GraphQL loaders cache driver, rider and vehicle rows in Redis (only with
+    /// `REDIS_URL`). Off by default, because reading them from PostgreSQL measured as fast;
+    /// see the profile cache section of BENCHMARKS.md.
+    #[arg(
+        long,
+        env = "MOBILITY_PROFILE_CACHE",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub profile_cache: bool,
 }
 
 /// Clap wrapper so an empty string means "all defaults".
@@ -232,6 +274,33 @@ impl ServeConfig {
         }
         if self.max_batch == 0 || self.event_buffer == 0 {
             return Err("MOBILITY_MAX_BATCH and MOBILITY_EVENT_BUFFER must be at least 1".into());
+        }
+        // The redis crate is built without TLS, so rediss:// would fail at the first command.
+        if let Some(url) = &self.redis_url
+            && !url.starts_with("redis://")
+        {
+            return Err(format!(
+                "REDIS_URL must start with redis:// (TLS is not supported), got {}",
+                crate::db::redact(url)
+            ));
+        }
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(format!(
+                "MOBILITY_REDIS_PREFIX must be non-empty letters, digits, '-', '_', '.' or ':', \
+                 got {:?}",
+                self.redis_prefix
+            ));
+        }
+        if self.max_subscriptions_per_connection == 0 {
+            return Err("MOBILITY_MAX_SUBSCRIPTIONS_PER_CONNECTION must be at least 1".into());
+        }
+        if self.cache_ttl_seconds == 0 {
+            return Err("MOBILITY_CACHE_TTL_SECONDS must be at least 1".into());
         }
         Ok(())
     }

@@ -34,9 +34,12 @@ pub enum ServiceError {
     /// driver who already holds a trip.
     #[error("{0}")]
     Conflict(String),
-    /// The caller is not a party to the object it acts on.
+    /// The caller is not a party to the object it acts on, or its role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The request has no token, or one that is unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("database error")]
     Database(#[from] DbErr),
 }
@@ -64,6 +67,28 @@ impl ServiceError {
 
     pub fn transition(trip_id: i64, source: IllegalTransition) -> Self {
         ServiceError::InvalidTransition { trip_id, source }
+    }
+
+    /// Whether this is a database that cannot be reached, rather than a statement that
+    /// failed: the client may retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ServiceError::Database(e) if database_unreachable(e))
+    }
+}
+
+/// Whether `e` says the database could not be reached (no connection, a dropped one, a pool
+/// timeout), rather than that a statement failed.
+pub fn database_unreachable(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Tls(_)
+        ),
+        _ => false,
     }
 }
 

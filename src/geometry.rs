@@ -14,7 +14,7 @@ pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 const NULL_ISLAND_EPSILON_DEG: f64 = 1e-6;
 
 /// A position in decimal degrees (WGS84).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatLng {
     pub lat: f64,
     pub lng: f64,

@@ -4,15 +4,18 @@
 //!
 //! - [`app`]: builds the services, the HTTP router (GraphiQL, `/graphql`, `/graphql/ws`,
 //!   `/healthz`) and runs the server with graceful shutdown.
+//! - [`ws`]: the GraphQL WebSocket transport: token check, limits, close codes.
 //! - [`schema`]: GraphQL types, inputs, enums, DataLoaders, the schema builder and the one
 //!   mapping from service errors to `extensions.code`.
 //! - [`resolvers`]: query, mutation and subscription roots; thin, they call one service each.
+//! - [`auth`]: API tokens, roles and what each role may do.
 //! - [`accounts`]: riders, drivers and vehicles.
 //! - [`tracking`]: presence and live positions, with fix validation and the live registry.
 //! - [`matching`]: spatial search for drivers near a pickup and requests near a driver.
 //! - [`ranking`]: the pure scoring of candidates.
 //! - [`trips`]: the trip state machine and its transactions, offers and their expiry.
 //! - [`events`]: in-process fan-out of live events to subscribers.
+//! - [`cluster`]: what several instances share through Redis: events, live state, cache.
 //! - [`spatial`], [`geometry`]: the R-tree index and coordinate handling.
 //! - [`config`], [`db`], [`error`]: settings, database connection, service errors.
 //! - [`metrics`]: Prometheus metric names and the `/metrics` exposition.
@@ -24,6 +27,8 @@
 
 pub mod accounts;
 pub mod app;
+pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -39,3 +44,4 @@ pub mod schema;
 pub mod spatial;
 pub mod tracking;
 pub mod trips;
+pub mod ws;

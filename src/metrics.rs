@@ -25,6 +25,22 @@ pub const REGISTERED_DRIVERS: &str = "mobility_registered_drivers";
 pub const OPEN_REQUESTS: &str = "mobility_open_trip_requests";
 /// Gauge of open GraphQL subscriptions.
 pub const SUBSCRIBERS: &str = "mobility_subscribers";
+/// Gauge: 1 while the database answers, 0 while it does not; set at every scrape and probe.
+pub const DATABASE_UP: &str = "mobility_database_up";
+/// Counter of database failures seen by request handlers and background tasks.
+pub const DATABASE_ERRORS: &str = "mobility_database_errors_total";
+/// Gauge: 1 while the Redis connection works, 0 while it does not. Absent without Redis.
+pub const REDIS_UP: &str = "mobility_redis_up";
+/// Counter of failed Redis commands, labelled `operation` (ping, publish, subscribe, cache).
+pub const REDIS_ERRORS: &str = "mobility_redis_errors_total";
+/// Counter of cache lookups, labelled `cache` (such as `driver`) and `result` (hit or miss).
+pub const CACHE_REQUESTS: &str = "mobility_cache_requests_total";
+/// Counter of messages between instances, labelled `direction` (sent or received) and
+/// `kind` (location, trip, driver).
+pub const CLUSTER_MESSAGES: &str = "mobility_cluster_messages_total";
+/// Counter of full reloads of the live state from the database after a gap in the messages
+/// between instances.
+pub const CLUSTER_RESYNCS: &str = "mobility_cluster_resyncs_total";
 
 /// Bucket bounds of the request histogram, in seconds: 50 µs to 5 s.
 const REQUEST_BUCKETS: [f64; 16] = [
@@ -55,4 +71,9 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Counts one database failure.
+pub fn count_database_error() {
+    metrics::counter!(DATABASE_ERRORS).increment(1);
 }

@@ -4,8 +4,9 @@
 //! the rows they count, so ranking reads one row instead of scanning history.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "drivers")]
 pub struct Model {
     #[sea_orm(primary_key)]

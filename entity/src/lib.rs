@@ -4,6 +4,7 @@
 //! so a column rename never changes the public schema. Enumerations are stored as short
 //! upper-case strings, which read the same in SQLite and PostgreSQL.
 
+pub mod api_token;
 pub mod driver;
 pub mod driver_presence;
 pub mod enums;
@@ -17,6 +18,7 @@ pub mod vehicle;
 
 pub mod prelude {
     //! Entity types under short names, for `use entity::prelude::*`.
+    pub use crate::api_token::Entity as ApiToken;
     pub use crate::driver::Entity as Driver;
     pub use crate::driver_presence::Entity as DriverPresence;
     pub use crate::location_history::Entity as LocationHistory;

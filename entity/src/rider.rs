@@ -1,8 +1,9 @@
 //! Riders: people who request trips, identified by an E.164 phone number.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "riders")]
 pub struct Model {
     #[sea_orm(primary_key)]

@@ -1,10 +1,11 @@
 //! Trips from request to completion or cancellation.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::enums::{ActorRole, TripStatus, VehicleType};
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "trips")]
 pub struct Model {
     #[sea_orm(primary_key)]

@@ -1,10 +1,11 @@
 //! Append-only audit log of trips: who did what, when, and the state change it caused.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::enums::{ActorRole, TripEventKind, TripStatus};
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "trip_events")]
 pub struct Model {
     #[sea_orm(primary_key)]

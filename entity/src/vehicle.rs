@@ -1,10 +1,11 @@
 //! Vehicles, one per driver.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::enums::VehicleType;
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "vehicles")]
 pub struct Model {
     #[sea_orm(primary_key)]

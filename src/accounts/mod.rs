@@ -11,7 +11,9 @@ use sea_orm::{
 };
 use tracing::{info, instrument};
 
+use crate::cluster::cache::{NoProfileCache, ProfileKey, SharedProfileCache};
 use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventBus;
 use crate::tracking::{LiveDriver, LiveDrivers};
 
 /// Maximum length of a name, in characters.
@@ -36,11 +38,24 @@ pub struct DriverRegistration {
 pub struct Accounts {
     db: DatabaseConnection,
     live: Arc<LiveDrivers>,
+    bus: EventBus,
+    profiles: SharedProfileCache,
 }
 
 impl Accounts {
-    pub fn new(db: DatabaseConnection, live: Arc<LiveDrivers>) -> Self {
-        Self { db, live }
+    pub fn new(db: DatabaseConnection, live: Arc<LiveDrivers>, bus: EventBus) -> Self {
+        Self {
+            db,
+            live,
+            bus,
+            profiles: Arc::new(NoProfileCache),
+        }
+    }
+
+    /// Uses `profiles` for the rows this service writes, so it can invalidate them.
+    pub fn with_profile_cache(mut self, profiles: SharedProfileCache) -> Self {
+        self.profiles = profiles;
+        self
     }
 
     /// Registers a rider.
@@ -63,6 +78,10 @@ impl Accounts {
         .insert(&self.db)
         .await
         .map_err(|e| unique_to_conflict(e, "a rider with this phone is already registered"))?;
+        // A new id has no entry, unless one survived from a database that was reset.
+        self.profiles
+            .invalidate(&[ProfileKey::rider(rider.id)])
+            .await;
         tracing::Span::current().record("rider.id", rider.id);
         info!("rider registered");
         Ok(rider)
@@ -117,6 +136,13 @@ impl Accounts {
         txn.commit().await?;
         self.live
             .insert(LiveDriver::new(driver.id, vehicle.vehicle_type));
+        self.bus.publish_driver_changed(driver.id);
+        self.profiles
+            .invalidate(&[
+                ProfileKey::driver(driver.id),
+                ProfileKey::vehicle(vehicle.id),
+            ])
+            .await;
         tracing::Span::current().record("driver.id", driver.id);
         info!(vehicle_type = ?vehicle.vehicle_type, "driver registered");
         Ok(driver)

@@ -59,6 +59,11 @@ impl OpenRequests {
         }
     }
 
+    /// Takes the contents of `other`, such as a fresh read from storage.
+    pub fn replace_with(&self, other: OpenRequests) {
+        *self.inner.write() = other.inner.into_inner();
+    }
+
     pub fn len(&self) -> usize {
         self.inner.read().requests.len()
     }

@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, Object, Result};
 
+use super::access::{allowed, caller};
 use crate::accounts::DriverRegistration;
 use crate::app::Services;
 use crate::schema::error::api_error;
@@ -15,6 +16,7 @@ pub struct AccountMutation;
 impl AccountMutation {
     /// Registers a rider. Fails with CONFLICT when the phone is taken.
     async fn register_rider(&self, ctx: &Context<'_>, input: RegisterRiderInput) -> Result<Rider> {
+        allowed(caller(ctx)?.dispatch("register riders"))?;
         let accounts = &ctx.data::<Services>()?.accounts;
         let rider = accounts
             .register_rider(&input.name, &input.phone)
@@ -30,6 +32,7 @@ impl AccountMutation {
         ctx: &Context<'_>,
         input: RegisterDriverInput,
     ) -> Result<Driver> {
+        allowed(caller(ctx)?.dispatch("register drivers"))?;
         let accounts = &ctx.data::<Services>()?.accounts;
         let registration = DriverRegistration {
             name: input.name,

@@ -3,6 +3,7 @@
 use async_graphql::{Context, ID, Object, Result};
 use chrono::Utc;
 
+use super::access::{allowed, caller};
 use crate::app::Services;
 use crate::matching::NearbyQuery;
 use crate::schema::enums::{EtaMethod, VehicleType};
@@ -48,6 +49,7 @@ impl MatchingQuery {
         )]
         widen: bool,
     ) -> Result<NearbyDriversResult> {
+        allowed(caller(ctx)?.search_drivers())?;
         let matcher = &ctx.data::<Services>()?.matcher;
         let query = NearbyQuery {
             lat: near.lat,
@@ -118,6 +120,7 @@ impl MatchingQuery {
         >,
     ) -> Result<Vec<NearbyTripRequest>> {
         let driver_id = parse_id(&driver_id, "driverId")?;
+        allowed(caller(ctx)?.act_for_driver(driver_id))?;
         let matcher = &ctx.data::<Services>()?.matcher;
         let found = matcher
             .nearby_requests(driver_id, radius_meters, limit, Utc::now())

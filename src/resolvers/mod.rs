@@ -1,6 +1,8 @@
-//! GraphQL root objects. A resolver parses its arguments, calls one service method and
-//! converts the result; the rules live in the services.
+//! GraphQL root objects. A resolver parses its arguments, checks that the caller's role may
+//! do this (see [`crate::auth`]), calls one service method and converts the result; the rules
+//! live in the services.
 
+mod access;
 mod accounts;
 mod matching;
 mod query;

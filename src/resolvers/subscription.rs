@@ -6,10 +6,14 @@ use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use super::access::{allowed, caller, check_trip_read};
 use crate::app::Services;
+use crate::auth::Role;
 use crate::error::ServiceError;
 use crate::schema::error::{api_error, parse_id};
 use crate::schema::types::{DriverLocation, Location, TripUpdate};
+use crate::trips::TripFilter;
+use crate::trips::state::ACTIVE_STATES;
 
 #[derive(Default)]
 pub struct Subscription;
@@ -25,6 +29,28 @@ fn skip_lag<T>(item: Result<T, BroadcastStreamRecvError>, stream: &'static str) 
     }
 }
 
+/// Checks that the caller may follow driver `driver_id`: unrestricted readers, the driver, and
+/// a rider whose active trip that driver drives.
+async fn check_location_read(ctx: &Context<'_>, services: &Services, driver_id: i64) -> Result<()> {
+    let principal = caller(ctx)?;
+    if principal.role == Role::Rider
+        && let Some(rider_id) = principal.subject_id
+    {
+        let filter = TripFilter {
+            status: Some(ACTIVE_STATES.to_vec()),
+            rider_id: Some(rider_id),
+            driver_id: Some(driver_id),
+            before_id: None,
+            limit: Some(1),
+        };
+        let active = services.trips.trips(&filter).await.map_err(api_error)?;
+        if !active.is_empty() {
+            return Ok(());
+        }
+    }
+    allowed(principal.read_driver(driver_id))
+}
+
 #[Subscription]
 impl Subscription {
     /// Streams every accepted location fix of one driver.
@@ -35,6 +61,7 @@ impl Subscription {
     ) -> Result<impl Stream<Item = DriverLocation>> {
         let id = parse_id(&driver_id, "driverId")?;
         let services = ctx.data::<Services>()?;
+        check_location_read(ctx, services, id).await?;
         if services.tracking.live().get(id).is_none() {
             return Err(api_error(ServiceError::NotFound {
                 entity: "driver",
@@ -64,6 +91,7 @@ impl Subscription {
         trip_id: ID,
     ) -> Result<impl Stream<Item = TripUpdate>> {
         let id = parse_id(&trip_id, "tripId")?;
+        check_trip_read(ctx, id).await?;
         let services = ctx.data::<Services>()?;
         // Subscribe before the existence check so no change between the two is missed.
         let receiver = services.bus.subscribe_trip(id);
@@ -87,6 +115,7 @@ impl Subscription {
     /// Streams every change of every trip (requests, offers, state changes, cancellations, ratings),
     /// for dashboards.
     async fn live_trips(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = TripUpdate>> {
+        allowed(caller(ctx)?.read_all("follow every trip"))?;
         let services = ctx.data::<Services>()?;
         let stream = BroadcastStream::new(services.bus.subscribe_all_trips()).filter_map(
             |item| async move {

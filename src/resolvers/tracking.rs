@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, ID, Object, Result};
 
+use super::access::{allowed, caller};
 use crate::app::Services;
 use crate::error::ServiceError;
 use crate::schema::enums::LocationUpdateStatus;
@@ -39,6 +40,7 @@ impl TrackingMutation {
         location: Option<LocationInput>,
     ) -> Result<Driver> {
         let driver_id = parse_id(&driver_id, "driverId")?;
+        allowed(caller(ctx)?.act_for_driver(driver_id))?;
         let services = ctx.data::<Services>()?;
         let location = location.as_ref().map(DomainLocation::from);
         services
@@ -52,6 +54,7 @@ impl TrackingMutation {
     /// Takes a driver offline. Fails with CONFLICT while the driver has an active trip.
     async fn go_offline(&self, ctx: &Context<'_>, driver_id: ID) -> Result<Driver> {
         let driver_id = parse_id(&driver_id, "driverId")?;
+        allowed(caller(ctx)?.act_for_driver(driver_id))?;
         let services = ctx.data::<Services>()?;
         services
             .tracking
@@ -70,6 +73,7 @@ impl TrackingMutation {
         location: LocationInput,
     ) -> Result<LocationUpdateResult> {
         let driver_id = parse_id(&driver_id, "driverId")?;
+        allowed(caller(ctx)?.act_for_driver(driver_id))?;
         let tracking = &ctx.data::<Services>()?.tracking;
         let outcome = tracking
             .update_location(driver_id, &DomainLocation::from(&location), "location")
@@ -85,11 +89,18 @@ impl TrackingMutation {
         ctx: &Context<'_>,
         updates: Vec<DriverLocationUpdateInput>,
     ) -> Result<Vec<LocationUpdateResult>> {
+        let principal = caller(ctx)?;
         let tracking = &ctx.data::<Services>()?.tracking;
         let mut parsed = Vec::with_capacity(updates.len());
         let mut rejected = Vec::new();
         for (i, update) in updates.iter().enumerate() {
-            match parse_id(&update.driver_id, &format!("updates[{i}].driverId")) {
+            let id = parse_id(&update.driver_id, &format!("updates[{i}].driverId"));
+            // A row for a driver the caller may not move fails the whole call: a batch mixes
+            // drivers only for bridges and admins, who may move them all.
+            if let Ok(id) = &id {
+                allowed(principal.act_for_driver(*id))?;
+            }
+            match id {
                 Ok(id) => parsed.push((id, DomainLocation::from(&update.location))),
                 Err(e) => {
                     rejected.push((i, e.message));

@@ -2,11 +2,13 @@
 
 use async_graphql::{Context, ID, Object, Result};
 
+use super::access::{allowed, caller};
 use crate::app::Services;
 use crate::schema::error::{api_error, parse_id};
 use crate::schema::inputs::{ActorInput, RequestTripInput};
 use crate::schema::types::{Offer, Rating, Trip};
 use crate::trips::{Actor, TripRequest};
+use entity::enums::ActorRole;
 
 #[derive(Default)]
 pub struct TripMutation;
@@ -16,6 +18,25 @@ fn actor(input: &ActorInput, field: &str) -> Result<Actor> {
         role: input.role.into(),
         id: Some(parse_id(&input.id, field)?),
     })
+}
+
+/// Checks that the caller may act as `actor`.
+fn check_actor(ctx: &Context<'_>, actor: &Actor) -> Result<()> {
+    let principal = caller(ctx)?;
+    let id = actor.id.unwrap_or_default();
+    allowed(match actor.role {
+        ActorRole::Rider => principal.act_for_rider(id),
+        ActorRole::Driver => principal.act_for_driver(id),
+        ActorRole::System => principal.administer("act as the system"),
+    })
+}
+
+/// Parses the trip and driver ids of a driver step and checks that the caller may act for
+/// that driver.
+fn driver_step(ctx: &Context<'_>, trip_id: &ID, driver_id: &ID) -> Result<(i64, i64)> {
+    let (trip_id, driver_id) = ids(trip_id, driver_id)?;
+    allowed(caller(ctx)?.act_for_driver(driver_id))?;
+    Ok((trip_id, driver_id))
 }
 
 fn ids(trip_id: &ID, driver_id: &ID) -> Result<(i64, i64)> {
@@ -30,6 +51,7 @@ impl TripMutation {
     /// Requests a ride. The trip starts REQUESTED and shows in `nearbyTripRequests`.
     async fn request_trip(&self, ctx: &Context<'_>, input: RequestTripInput) -> Result<Trip> {
         let rider_id = parse_id(&input.rider_id, "input.riderId")?;
+        allowed(caller(ctx)?.act_for_rider(rider_id))?;
         let trips = &ctx.data::<Services>()?.trips;
         let request = TripRequest {
             rider_id,
@@ -45,6 +67,7 @@ impl TripMutation {
     /// default to accept or decline; meanwhile no other driver can accept the trip.
     async fn offer_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Offer> {
         let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
+        allowed(caller(ctx)?.dispatch("offer trips"))?;
         let trips = &ctx.data::<Services>()?.trips;
         Ok(Offer(
             trips
@@ -58,7 +81,7 @@ impl TripMutation {
     /// `nearbyTripRequests`. Of concurrent accepts exactly one wins; the others get
     /// INVALID_TRANSITION.
     async fn accept_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Trip> {
-        let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
+        let (trip_id, driver_id) = driver_step(ctx, &trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;
         Ok(Trip(
             trips
@@ -76,7 +99,7 @@ impl TripMutation {
         driver_id: ID,
         #[graphql(desc = "Up to 500 characters.")] reason: Option<String>,
     ) -> Result<Offer> {
-        let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
+        let (trip_id, driver_id) = driver_step(ctx, &trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;
         let offer = trips
             .decline_trip(trip_id, driver_id, reason.as_deref())
@@ -91,7 +114,7 @@ impl TripMutation {
         trip_id: ID,
         driver_id: ID,
     ) -> Result<Trip> {
-        let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
+        let (trip_id, driver_id) = driver_step(ctx, &trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;
         Ok(Trip(
             trips
@@ -103,7 +126,7 @@ impl TripMutation {
 
     /// Moves a trip from ARRIVED to STARTED: the rider is on board.
     async fn start_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Trip> {
-        let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
+        let (trip_id, driver_id) = driver_step(ctx, &trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;
         Ok(Trip(
             trips
@@ -116,7 +139,7 @@ impl TripMutation {
     /// Moves a trip from STARTED to COMPLETED: the rider was dropped off, and the driver is
     /// available again.
     async fn complete_trip(&self, ctx: &Context<'_>, trip_id: ID, driver_id: ID) -> Result<Trip> {
-        let (trip_id, driver_id) = ids(&trip_id, &driver_id)?;
+        let (trip_id, driver_id) = driver_step(ctx, &trip_id, &driver_id)?;
         let trips = &ctx.data::<Services>()?.trips;
         Ok(Trip(
             trips
@@ -137,6 +160,7 @@ impl TripMutation {
     ) -> Result<Trip> {
         let trip_id = parse_id(&trip_id, "tripId")?;
         let actor = actor(&actor_input, "actor.id")?;
+        check_actor(ctx, &actor)?;
         let trips = &ctx.data::<Services>()?.trips;
         Ok(Trip(
             trips
@@ -158,6 +182,7 @@ impl TripMutation {
     ) -> Result<Rating> {
         let trip_id = parse_id(&trip_id, "tripId")?;
         let actor = actor(&by, "by.id")?;
+        check_actor(ctx, &actor)?;
         let trips = &ctx.data::<Services>()?.trips;
         let rating = trips
             .rate_trip(trip_id, actor, stars, comment.as_deref())

@@ -2,7 +2,8 @@
 //! `extensions.code` to the errors async-graphql raises itself.
 //!
 //! Codes: `BAD_USER_INPUT` (with `field`), `NOT_FOUND`, `INVALID_TRANSITION`, `CONFLICT`,
-//! `FORBIDDEN`, `INTERNAL_SERVER_ERROR`, `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`.
+//! `FORBIDDEN`, `UNAUTHENTICATED`, `SERVICE_UNAVAILABLE` (database unreachable; retry), `INTERNAL_SERVER_ERROR`,
+//! `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`.
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         }
         ServiceError::Conflict(_) => "CONFLICT",
         ServiceError::Forbidden(_) => "FORBIDDEN",
+        ServiceError::Unauthenticated(_) => "UNAUTHENTICATED",
+        ServiceError::Database(_) if e.is_unavailable() => "SERVICE_UNAVAILABLE",
         ServiceError::Database(_) => "INTERNAL_SERVER_ERROR",
     }
 }
@@ -50,7 +53,13 @@ pub fn api_error(e: ServiceError) -> Error {
                 );
             })
         }
+        ServiceError::Database(cause) if code == "SERVICE_UNAVAILABLE" => {
+            crate::metrics::count_database_error();
+            error!(error = %cause, "database unreachable");
+            with_code("database unreachable; retry later".into(), code)
+        }
         ServiceError::Database(cause) => {
+            crate::metrics::count_database_error();
             error!(error = %cause, cause = ?cause, "database error");
             internal()
         }
@@ -59,6 +68,21 @@ pub fn api_error(e: ServiceError) -> Error {
 }
 
 /// The error a client sees for any internal failure.
+/// The error of a DataLoader read that failed: retryable when the database is unreachable,
+/// internal otherwise. Logged here with `what`, such as `driver 42`.
+pub fn load_error(e: &sea_orm::DbErr, what: std::fmt::Arguments<'_>) -> Error {
+    crate::metrics::count_database_error();
+    if crate::error::database_unreachable(e) {
+        error!(error = %e, "{what} load failed: database unreachable");
+        return with_code(
+            "database unreachable; retry later".into(),
+            "SERVICE_UNAVAILABLE",
+        );
+    }
+    error!(error = %e, "{what} load failed");
+    internal()
+}
+
 pub fn internal() -> Error {
     with_code(
         "internal server error; the cause is in the server log".into(),

@@ -1,6 +1,9 @@
 //! DataLoaders that batch the driver, rider and vehicle look-ups of list fields into one
 //! `WHERE id IN (...)` query per type. A missing id is absent from the map, and the field
 //! resolves to null or to a `NOT_FOUND` error as its type requires.
+//!
+//! With a profile cache, each batch reads the cache first and queries the database only for
+//! the ids the cache does not have; see [`crate::cluster::cache`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,25 +12,62 @@ use async_graphql::dataloader::Loader;
 use entity::{driver, rider, vehicle};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
+use crate::cluster::cache::{Profile, SharedProfileCache, read_through};
+
 /// Loads drivers by id.
-pub struct DriverLoader(pub DatabaseConnection);
+pub struct DriverLoader {
+    db: DatabaseConnection,
+    cache: SharedProfileCache,
+}
 
 /// Loads riders by id.
-pub struct RiderLoader(pub DatabaseConnection);
+pub struct RiderLoader {
+    db: DatabaseConnection,
+    cache: SharedProfileCache,
+}
 
 /// Loads vehicles by id.
-pub struct VehicleLoader(pub DatabaseConnection);
+pub struct VehicleLoader {
+    db: DatabaseConnection,
+    cache: SharedProfileCache,
+}
+
+impl DriverLoader {
+    pub fn new(db: DatabaseConnection, cache: SharedProfileCache) -> Self {
+        Self { db, cache }
+    }
+}
+
+impl RiderLoader {
+    pub fn new(db: DatabaseConnection, cache: SharedProfileCache) -> Self {
+        Self { db, cache }
+    }
+}
+
+impl VehicleLoader {
+    pub fn new(db: DatabaseConnection, cache: SharedProfileCache) -> Self {
+        Self { db, cache }
+    }
+}
 
 impl Loader<i64> for DriverLoader {
     type Value = driver::Model;
     type Error = Arc<DbErr>;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        let rows = driver::Entity::find()
-            .filter(driver::Column::Id.is_in(keys.iter().copied()))
-            .all(&self.0)
-            .await?;
-        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+        read_through(
+            &*self.cache,
+            Profile::Driver,
+            keys,
+            |row: &driver::Model| row.id,
+            |ids| {
+                driver::Entity::find()
+                    .filter(driver::Column::Id.is_in(ids))
+                    .all(&self.db)
+            },
+        )
+        .await
+        .map_err(Arc::new)
     }
 }
 
@@ -36,11 +76,19 @@ impl Loader<i64> for RiderLoader {
     type Error = Arc<DbErr>;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        let rows = rider::Entity::find()
-            .filter(rider::Column::Id.is_in(keys.iter().copied()))
-            .all(&self.0)
-            .await?;
-        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+        read_through(
+            &*self.cache,
+            Profile::Rider,
+            keys,
+            |row: &rider::Model| row.id,
+            |ids| {
+                rider::Entity::find()
+                    .filter(rider::Column::Id.is_in(ids))
+                    .all(&self.db)
+            },
+        )
+        .await
+        .map_err(Arc::new)
     }
 }
 
@@ -49,10 +97,18 @@ impl Loader<i64> for VehicleLoader {
     type Error = Arc<DbErr>;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        let rows = vehicle::Entity::find()
-            .filter(vehicle::Column::Id.is_in(keys.iter().copied()))
-            .all(&self.0)
-            .await?;
-        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+        read_through(
+            &*self.cache,
+            Profile::Vehicle,
+            keys,
+            |row: &vehicle::Model| row.id,
+            |ids| {
+                vehicle::Entity::find()
+                    .filter(vehicle::Column::Id.is_in(ids))
+                    .all(&self.db)
+            },
+        )
+        .await
+        .map_err(Arc::new)
     }
 }

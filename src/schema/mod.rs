@@ -28,14 +28,24 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 /// Builds the schema around the services.
 pub fn build(services: Services) -> MobilitySchema {
     let db = services.db.clone();
+    let profiles = services.profiles.clone();
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .data(DataLoader::new(DriverLoader(db.clone()), tokio::spawn))
-    .data(DataLoader::new(RiderLoader(db.clone()), tokio::spawn))
-    .data(DataLoader::new(VehicleLoader(db), tokio::spawn))
+    .data(DataLoader::new(
+        DriverLoader::new(db.clone(), profiles.clone()),
+        tokio::spawn,
+    ))
+    .data(DataLoader::new(
+        RiderLoader::new(db.clone(), profiles.clone()),
+        tokio::spawn,
+    ))
+    .data(DataLoader::new(
+        VehicleLoader::new(db, profiles),
+        tokio::spawn,
+    ))
     .data(services)
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)

@@ -1,5 +1,6 @@
 //! Request timing: a GraphQL extension that records each request's duration in the
-//! [`GRAPHQL_REQUEST_SECONDS`] histogram, labelled by root field and outcome.
+//! [`GRAPHQL_REQUEST_SECONDS`] histogram, labelled by root field and outcome, and runs the
+//! request in a `graphql` tracing span named by its root field and operation name.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, Selection};
 use async_graphql::{Response, ServerResult, Variables};
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 use crate::metrics::GRAPHQL_REQUEST_SECONDS;
 
@@ -73,7 +75,6 @@ impl Extension for RequestTiming {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let response = next.run(ctx, operation_name).await;
         // Execution only starts for a valid document, so the root field is a schema field
         // and the label set stays bounded. Subscriptions are timed until their stream starts.
         let operation = self
@@ -81,6 +82,13 @@ impl Extension for RequestTiming {
             .lock()
             .clone()
             .unwrap_or_else(|| "unknown".into());
+        // Resolver spans, which carry the driver, trip and rider ids, nest under this one.
+        let span = tracing::info_span!(
+            "graphql",
+            operation = %operation,
+            operation_name = operation_name.unwrap_or_default(),
+        );
+        let response = next.run(ctx, operation_name).instrument(span).await;
         let outcome = match response.errors.first() {
             None => "ok".to_owned(),
             Some(error) => match error.extensions.as_ref().and_then(|ext| ext.get("code")) {

@@ -10,9 +10,11 @@ use super::enums::{
     ActorRole, EtaMethod, LocationUpdateStatus, OfferStatus, ProximityMode, ScoreComponentKind,
     TripEventKind, TripStatus, VehicleType,
 };
-use super::error::{api_error, internal};
+use super::error::{api_error, internal, load_error};
 use super::loaders::{DriverLoader, RiderLoader, VehicleLoader};
 use crate::app::Services;
+use crate::auth::policy::mask_phone;
+use crate::auth::{Principal, Role};
 use crate::geometry::LatLng;
 use crate::ranking::{smoothed_acceptance, smoothed_rating};
 
@@ -32,24 +34,26 @@ impl From<LatLng> for Location {
     }
 }
 
+/// Returns `phone` in full to a caller who may see it, masked to anyone else.
+fn shown_phone(ctx: &Context<'_>, role: Role, id: i64, phone: &str) -> String {
+    match ctx.data_opt::<Principal>() {
+        Some(principal) if principal.sees_phone_of(role, id) => phone.to_owned(),
+        _ => mask_phone(phone),
+    }
+}
+
 async fn load_driver(ctx: &Context<'_>, id: i64) -> Result<Option<driver::Model>> {
     ctx.data::<DataLoader<DriverLoader>>()?
         .load_one(id)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, driver.id = id, "driver load failed");
-            internal()
-        })
+        .map_err(|e| load_error(&e, format_args!("driver {id}")))
 }
 
 async fn load_rider(ctx: &Context<'_>, id: i64) -> Result<Option<rider::Model>> {
     ctx.data::<DataLoader<RiderLoader>>()?
         .load_one(id)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, rider.id = id, "rider load failed");
-            internal()
-        })
+        .map_err(|e| load_error(&e, format_args!("rider {id}")))
 }
 
 /// Average stars and how many ratings make it.
@@ -75,9 +79,10 @@ impl Rider {
         &self.0.name
     }
 
-    /// E.164 phone number.
-    async fn phone(&self) -> &str {
-        &self.0.phone
+    /// E.164 phone number, masked as `+250*******56` unless the caller is an admin or this
+    /// rider. A trip's driver gets the full number from `requestContact`.
+    async fn phone(&self, ctx: &Context<'_>) -> String {
+        shown_phone(ctx, Role::Rider, self.0.id, &self.0.phone)
     }
 
     /// Ratings drivers gave this rider.
@@ -152,17 +157,18 @@ impl Driver {
         &self.0.name
     }
 
-    /// E.164 phone number.
-    async fn phone(&self) -> &str {
-        &self.0.phone
+    /// E.164 phone number, masked as `+250*******56` unless the caller is an admin or this
+    /// driver. A trip's rider gets the full number from `requestContact`.
+    async fn phone(&self, ctx: &Context<'_>) -> String {
+        shown_phone(ctx, Role::Driver, self.0.id, &self.0.phone)
     }
 
     async fn vehicle(&self, ctx: &Context<'_>) -> Result<Vehicle> {
         let loader = ctx.data::<DataLoader<VehicleLoader>>()?;
-        let vehicle = loader.load_one(self.0.vehicle_id).await.map_err(|e| {
-            tracing::error!(error = %e, vehicle.id = self.0.vehicle_id, "vehicle load failed");
-            internal()
-        })?;
+        let vehicle = loader
+            .load_one(self.0.vehicle_id)
+            .await
+            .map_err(|e| load_error(&e, format_args!("vehicle {}", self.0.vehicle_id)))?;
         vehicle.map(Vehicle).ok_or_else(internal)
     }
 

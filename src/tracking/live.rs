@@ -69,6 +69,17 @@ struct Registry {
     slots: HashMap<i64, u32>,
     /// Online drivers with a position, each at its `fix.position`.
     index: SpatialIndex<i64>,
+    /// Count of `insert` and `update` calls, so a reader of storage can tell whether a local
+    /// change landed while it read (see [`LiveDrivers::merge_stored`]).
+    generation: u64,
+}
+
+/// The later of two fixes by device time.
+fn newer_fix(a: Option<Fix>, b: Option<Fix>) -> Option<Fix> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.recorded_at > a.recorded_at { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Returns where a driver belongs in the index: at its fix when online, nowhere otherwise.
@@ -133,6 +144,7 @@ impl LiveDrivers {
                 drivers,
                 slots,
                 index,
+                generation: 0,
             }),
         }
     }
@@ -159,6 +171,7 @@ impl LiveDrivers {
             }
         };
         registry.reindex(id, before, after);
+        registry.generation += 1;
     }
 
     /// Applies `change` to a driver and keeps the index in step. Returns the driver after the
@@ -175,7 +188,82 @@ impl LiveDrivers {
         change(driver);
         let after_driver = driver.clone();
         registry.reindex(driver_id, before, indexed_position(&after_driver));
+        registry.generation += 1;
         Some(after_driver)
+    }
+
+    /// Count of local changes so far; read it before reading a driver from storage and pass
+    /// it to [`Self::merge_stored`].
+    pub fn generation(&self) -> u64 {
+        self.registry.read().generation
+    }
+
+    /// Applies a driver as storage holds it, read after [`Self::generation`] returned
+    /// `seen_generation`: presence, vehicle and counters from storage, the newer of the two
+    /// fixes, and the local trip binding, which trip events order. Returns `false`, changing
+    /// nothing, if a local change landed since `seen_generation`: the read may predate it, so
+    /// the caller reads again.
+    pub fn merge_stored(&self, stored: LiveDriver, seen_generation: u64) -> bool {
+        let mut registry = self.registry.write();
+        if registry.generation != seen_generation {
+            return false;
+        }
+        let id = stored.driver_id;
+        let Some(&slot) = registry.slots.get(&id) else {
+            drop(registry);
+            self.insert(stored);
+            return true;
+        };
+        let driver = &mut registry.drivers[slot as usize];
+        let before = indexed_position(driver);
+        let mut merged = LiveDriver {
+            fix: newer_fix(driver.fix, stored.fix),
+            active_trip_id: driver.active_trip_id,
+            binding_event_id: driver.binding_event_id,
+            ..stored
+        };
+        if merged.online == driver.online {
+            // Storage keeps the time of going online; the local value may be later, set when
+            // a trip released the driver.
+            merged.available_since = driver.available_since;
+        }
+        *driver = merged;
+        let after = indexed_position(driver);
+        registry.reindex(id, before, after);
+        registry.generation += 1;
+        true
+    }
+
+    /// Replaces the registry with `snapshot`, read from storage after every trip event up to
+    /// `last_event_id` was stored, keeping local state that is newer than the snapshot: a
+    /// newer fix, a trip binding from a later event, and drivers the snapshot lacks.
+    pub fn merge_snapshot(&self, snapshot: LiveDrivers, last_event_id: i64) {
+        let mut drivers = std::mem::take(&mut snapshot.registry.write().drivers);
+        let mut registry = self.registry.write();
+        let mut seen = std::collections::HashSet::with_capacity(drivers.len());
+        for stored in &mut drivers {
+            seen.insert(stored.driver_id);
+            stored.binding_event_id = stored.binding_event_id.max(last_event_id);
+            let Some(local) = registry.get(stored.driver_id) else {
+                continue;
+            };
+            stored.fix = newer_fix(local.fix, stored.fix);
+            if local.binding_event_id > last_event_id {
+                stored.active_trip_id = local.active_trip_id;
+                stored.available_since = local.available_since;
+                stored.binding_event_id = local.binding_event_id;
+            }
+        }
+        drivers.extend(
+            registry
+                .drivers
+                .iter()
+                .filter(|d| !seen.contains(&d.driver_id))
+                .cloned(),
+        );
+        let generation = registry.generation + 1;
+        *registry = Self::from_vec(drivers).registry.into_inner();
+        registry.generation = generation;
     }
 
     /// Stores `fix` if it is still newer than the driver's last one; returns whether it did.
@@ -273,6 +361,70 @@ mod tests {
         assert!(nearby_ids(&live, 20.0).is_empty());
         assert_eq!(nearby_ids(&live, 30.0), vec![2]);
         assert!(!live.apply_fix(2, moved), "an equal fix is not newer");
+    }
+
+    #[test]
+    fn merge_stored_keeps_newer_local_state() {
+        let live = LiveDrivers::from_drivers([online_at(1, 10.0)]);
+        live.update(1, |d| {
+            d.active_trip_id = Some(9);
+            d.binding_event_id = 5;
+        });
+        let seen = live.generation();
+        let mut stored = online_at(1, 20.0);
+        stored.fix.as_mut().unwrap().recorded_at = DateTime::UNIX_EPOCH;
+        stored.online = false;
+        stored.offers_accepted = 3;
+        assert!(live.merge_stored(stored.clone(), seen));
+        let merged = live.get(1).unwrap();
+        assert!(!merged.online);
+        assert_eq!(merged.offers_accepted, 3);
+        assert_eq!(merged.active_trip_id, Some(9));
+        assert_eq!(
+            merged.fix.unwrap().position.lat,
+            10.0,
+            "the local fix is newer"
+        );
+        assert_eq!(live.indexed_count(), 0);
+
+        live.update(1, |d| d.online = true);
+        assert!(
+            !live.merge_stored(stored, seen),
+            "a local change since the read wins"
+        );
+        assert!(live.get(1).unwrap().online);
+    }
+
+    #[test]
+    fn merge_snapshot_keeps_later_bindings_and_new_drivers() {
+        let live = LiveDrivers::from_drivers([online_at(1, 10.0), online_at(2, 20.0)]);
+        live.update(1, |d| {
+            d.active_trip_id = Some(7);
+            d.binding_event_id = 50;
+        });
+        live.insert(online_at(3, 30.0));
+        let mut one = online_at(1, 11.0);
+        one.fix.as_mut().unwrap().recorded_at += TimeDelta::seconds(60);
+        let mut two = online_at(2, 20.0);
+        two.active_trip_id = Some(8);
+        live.merge_snapshot(LiveDrivers::from_drivers([one, two]), 40);
+
+        let one = live.get(1).unwrap();
+        assert_eq!(
+            one.active_trip_id,
+            Some(7),
+            "event 50 is after the snapshot"
+        );
+        assert_eq!(
+            one.fix.unwrap().position.lat,
+            11.0,
+            "the stored fix is newer"
+        );
+        let two = live.get(2).unwrap();
+        assert_eq!((two.active_trip_id, two.binding_event_id), (Some(8), 40));
+        assert!(live.get(3).is_some(), "registered after the snapshot");
+        assert_eq!(nearby_ids(&live, 11.0), vec![1]);
+        assert_eq!(live.driver_count(), 3);
     }
 
     #[test]

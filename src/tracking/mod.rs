@@ -213,6 +213,7 @@ impl Tracking {
             d.online = true;
             d.available_since = available_since;
         });
+        self.bus.publish_driver_changed(driver_id);
         if let Some(input) = location {
             let updates = [(driver_id, input)];
             let mut outcomes = self.apply_updates(&updates, |_| "location".into()).await?;
@@ -251,6 +252,7 @@ impl Tracking {
             d.online = false;
             d.available_since = None;
         });
+        self.bus.publish_driver_changed(driver_id);
         debug!("driver offline");
         after.ok_or(ServiceError::NotFound {
             entity: "driver",
@@ -301,6 +303,48 @@ impl Tracking {
         }
         self.apply_updates(updates, |i| format!("updates[{i}].location"))
             .await
+    }
+
+    /// Applies a fix another instance accepted and stored, and tells local subscribers.
+    /// Returns `false` for a driver this instance does not know yet; the caller reads it
+    /// from storage with [`Self::refresh_driver`], which also brings the fix.
+    pub fn apply_remote_fix(&self, event: DriverLocationEvent) -> bool {
+        let fix = Fix {
+            position: event.position,
+            heading_deg: event.heading_deg,
+            speed_mps: event.speed_mps,
+            accuracy_m: event.accuracy_m,
+            recorded_at: event.recorded_at,
+        };
+        if self.live.get(event.driver_id).is_none() {
+            return false;
+        }
+        if self.live.apply_fix(event.driver_id, fix) {
+            self.bus.deliver_location(event);
+        }
+        true
+    }
+
+    /// Reads one driver from storage into the live registry: presence, vehicle, counters and
+    /// a newer fix, for a change another instance made.
+    ///
+    /// # Errors
+    /// Any database error.
+    #[instrument(skip(self), fields(driver.id = driver_id))]
+    pub async fn refresh_driver(&self, driver_id: i64) -> Result<(), DbErr> {
+        // Local changes landing during the read make it retry; a few tries are plenty, as
+        // the window is one primary-key read.
+        for _ in 0..5 {
+            let seen = self.live.generation();
+            let Some(stored) = load_live_driver(&self.db, driver_id).await? else {
+                return Ok(());
+            };
+            if self.live.merge_stored(stored, seen) {
+                return Ok(());
+            }
+        }
+        tracing::warn!("driver kept changing locally; its stored state was not merged");
+        Ok(())
     }
 
     fn known_driver(&self, driver_id: i64) -> ServiceResult<LiveDriver> {
@@ -557,14 +601,65 @@ impl LiveRow {
     }
 }
 
+/// The select of [`LiveRow`]: a driver with its vehicle type and presence.
+fn live_rows() -> sea_orm::Select<driver::Entity> {
+    use driver_presence::Column as P;
+
+    driver::Entity::find()
+        .select_only()
+        .column(driver::Column::Id)
+        .column(driver::Column::RatingSum)
+        .column(driver::Column::RatingCount)
+        .column(driver::Column::OffersAccepted)
+        .column(driver::Column::OffersRejected)
+        .column_as(vehicle::Column::VehicleType, "vehicle_type")
+        .columns([
+            P::Online,
+            P::Lat,
+            P::Lng,
+            P::HeadingDeg,
+            P::SpeedMps,
+            P::AccuracyM,
+            P::RecordedAt,
+            P::AvailableSince,
+        ])
+        .join(JoinType::InnerJoin, driver::Relation::Vehicle.def())
+        .join(JoinType::LeftJoin, driver::Relation::Presence.def())
+}
+
+/// Reads one driver as [`load_live_drivers`] would, or `None` for an unknown id.
+///
+/// # Errors
+/// Any database error.
+pub async fn load_live_driver(
+    db: &DatabaseConnection,
+    driver_id: i64,
+) -> Result<Option<LiveDriver>, DbErr> {
+    let Some(row) = live_rows()
+        .filter(driver::Column::Id.eq(driver_id))
+        .into_model::<LiveRow>()
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let active_trip_id = trip::Entity::find()
+        .select_only()
+        .column(trip::Column::Id)
+        .filter(trip::Column::Status.is_in(ACTIVE_STATES))
+        .filter(trip::Column::DriverId.eq(driver_id))
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    Ok(Some(row.into_live(active_trip_id)))
+}
+
 /// Reads every driver with its vehicle type, presence and active trip from storage, a page at
 /// a time, selecting only the columns the registry keeps.
 ///
 /// # Errors
 /// Any database error.
 pub async fn load_live_drivers(db: &DatabaseConnection) -> Result<LiveDrivers, DbErr> {
-    use driver_presence::Column as P;
-
     let active: HashMap<i64, i64> = trip::Entity::find()
         .select_only()
         .column(trip::Column::DriverId)
@@ -583,26 +678,7 @@ pub async fn load_live_drivers(db: &DatabaseConnection) -> Result<LiveDrivers, D
     let mut drivers = Vec::with_capacity(count as usize);
     let mut after_id = 0_i64;
     loop {
-        let page: Vec<LiveRow> = driver::Entity::find()
-            .select_only()
-            .column(driver::Column::Id)
-            .column(driver::Column::RatingSum)
-            .column(driver::Column::RatingCount)
-            .column(driver::Column::OffersAccepted)
-            .column(driver::Column::OffersRejected)
-            .column_as(vehicle::Column::VehicleType, "vehicle_type")
-            .columns([
-                P::Online,
-                P::Lat,
-                P::Lng,
-                P::HeadingDeg,
-                P::SpeedMps,
-                P::AccuracyM,
-                P::RecordedAt,
-                P::AvailableSince,
-            ])
-            .join(JoinType::InnerJoin, driver::Relation::Vehicle.def())
-            .join(JoinType::LeftJoin, driver::Relation::Presence.def())
+        let page: Vec<LiveRow> = live_rows()
             .filter(driver::Column::Id.gt(after_id))
             .order_by_asc(driver::Column::Id)
             .limit(LOAD_PAGE)

@@ -20,6 +20,7 @@ use super::Trips;
 use super::store::{
     Actor, NewEvent, count_offer_answer, find_trip, insert_event, set_offer_status,
 };
+use crate::cluster::cache::{ProfileKey, invalidate_in_background};
 use crate::error::ServiceResult;
 
 /// Offers expired per sweep at most, so one sweep never holds the database for long.
@@ -85,6 +86,8 @@ impl Trips {
     pub(super) fn after_expiry(&self, trip: entity::trip::Model, expired: Vec<ExpiredOffer>) {
         for one in expired {
             self.live.update(one.driver_id, |d| d.offers_rejected += 1);
+            self.bus.publish_driver_changed(one.driver_id);
+            invalidate_in_background(&self.profiles, vec![ProfileKey::driver(one.driver_id)]);
             info!(
                 offer.id = one.event.offer_id,
                 trip.id = trip.id,
@@ -134,6 +137,7 @@ pub async fn run_offer_expiry(
         tokio::select! {
             _ = ticker.tick() => {
                 if let Err(e) = trips.expire_offers(Utc::now()).await {
+                    crate::metrics::count_database_error();
                     error!(error = %e, cause = ?e, "offer expiry sweep failed; retrying next tick");
                 }
             }

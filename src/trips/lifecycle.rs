@@ -16,6 +16,7 @@ use super::store::{
     lock_trip, move_trip, set_offer_status,
 };
 use super::{TripRequest, Trips};
+use crate::cluster::cache::ProfileKey;
 use crate::error::{ServiceError, ServiceResult};
 use crate::geometry::validate_lat_lng;
 use crate::tracking::LiveDriver;
@@ -262,6 +263,10 @@ impl Trips {
         txn.commit().await?;
         if offer_id.is_some() {
             self.live.update(driver_id, |d| d.offers_accepted += 1);
+            self.bus.publish_driver_changed(driver_id);
+            self.profiles
+                .invalidate(&[ProfileKey::driver(driver_id)])
+                .await;
         }
         info!("trip accepted");
         self.after_expiry(trip.clone(), expired);
@@ -329,6 +334,10 @@ impl Trips {
 
         txn.commit().await?;
         self.live.update(driver_id, |d| d.offers_rejected += 1);
+        self.bus.publish_driver_changed(driver_id);
+        self.profiles
+            .invalidate(&[ProfileKey::driver(driver_id)])
+            .await;
         info!(offer.id = offer.id, "offer declined");
         self.after_expiry(trip.clone(), expired);
         self.after_commit(trip, event);
@@ -566,11 +575,17 @@ impl Trips {
         let event = insert_event(&txn, trip_id, event, now).await?;
 
         txn.commit().await?;
+        let ratee = match actor.role {
+            ActorRole::Rider => ProfileKey::driver(ratee_id),
+            _ => ProfileKey::rider(ratee_id),
+        };
+        self.profiles.invalidate(&[ratee]).await;
         if actor.role == ActorRole::Rider {
             self.live.update(ratee_id, |d| {
                 d.rating_sum += i64::from(stars);
                 d.rating_count += 1;
             });
+            self.bus.publish_driver_changed(ratee_id);
         }
         info!(stars, "trip rated");
         self.after_commit(trip, event);

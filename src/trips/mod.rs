@@ -26,6 +26,7 @@ pub use expiry::run_offer_expiry;
 pub use reads::TripFilter;
 pub use store::Actor;
 
+use crate::cluster::cache::{NoProfileCache, SharedProfileCache};
 use crate::events::{EventBus, TripUpdateEvent};
 use crate::geometry::BoundingBox;
 use crate::matching::{OpenRequest, OpenRequests};
@@ -59,6 +60,8 @@ pub struct Trips {
     requests: Arc<OpenRequests>,
     bus: EventBus,
     config: TripConfig,
+    /// Cached driver and rider rows, invalidated when a rating or an offer counter changes.
+    profiles: SharedProfileCache,
 }
 
 impl Trips {
@@ -75,21 +78,54 @@ impl Trips {
             requests,
             bus,
             config,
+            profiles: Arc::new(NoProfileCache),
         }
+    }
+
+    /// Uses `profiles` for the driver and rider rows this service writes.
+    pub fn with_profile_cache(mut self, profiles: SharedProfileCache) -> Self {
+        self.profiles = profiles;
+        self
     }
 
     fn offer_ttl(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.offer_ttl_s)
     }
 
-    /// Updates the in-memory indexes after a committed change and tells subscribers.
+    /// Updates the in-memory indexes after a committed change and tells subscribers and the
+    /// other instances.
     fn after_commit(&self, trip: trip::Model, event: trip_event::Model) {
+        self.apply_change(&trip, &event);
+        let kind = sea_orm::ActiveEnum::to_value(&event.kind);
+        metrics::counter!(crate::metrics::TRIP_EVENTS, "kind" => kind).increment(1);
+        self.bus.publish_trip(TripUpdateEvent { trip, event });
+    }
+
+    /// Applies a change another instance committed, and tells local subscribers.
+    pub fn apply_remote(&self, change: TripUpdateEvent) {
+        self.apply_change(&change.trip, &change.event);
+        self.bus.deliver_trip(change);
+    }
+
+    /// Reloads the open requests from storage, after missing changes of other instances.
+    ///
+    /// # Errors
+    /// Any database error.
+    pub async fn reload_open_requests(&self) -> Result<(), DbErr> {
+        let fresh = load_open_requests(&self.db).await?;
+        self.requests.replace_with(fresh);
+        Ok(())
+    }
+
+    /// The in-memory side of a committed change: the open request index and the driver's
+    /// binding. Applying the same change twice, or an older one after a newer, is harmless.
+    fn apply_change(&self, trip: &trip::Model, event: &trip_event::Model) {
         // A trip enters the index once, when requested, and never returns to REQUESTED. A
         // later offer or decline carries a REQUESTED snapshot that may be applied after a
         // concurrent accept removed the trip, so it must not insert it again.
         match trip.status {
             TripStatus::Requested if event.kind == TripEventKind::Requested => {
-                self.requests.insert(open_request(&trip));
+                self.requests.insert(open_request(trip));
             }
             TripStatus::Requested => {}
             _ => self.requests.remove(trip.id),
@@ -116,9 +152,6 @@ impl Trips {
                 }
             });
         }
-        let kind = sea_orm::ActiveEnum::to_value(&event.kind);
-        metrics::counter!(crate::metrics::TRIP_EVENTS, "kind" => kind).increment(1);
-        self.bus.publish_trip(TripUpdateEvent { trip, event });
     }
 }
 

@@ -39,7 +39,7 @@ async fn race(app: &TestApp, requests: Vec<(&'static str, Value)>) -> Vec<Value>
         let url = url.clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::helpers::client();
             // Open the connection first, so the barrier releases requests, not handshakes.
             post(&client, &url, "{ __typename }", json!({})).await;
             barrier.wait().await;

@@ -48,6 +48,61 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Admin token every test server accepts (`MOBILITY_ADMIN_TOKEN`), sent by [`TestApp::gql`],
+/// [`client`] and [`TestApp::subscribe`].
+pub const ADMIN_TOKEN: &str =
+    "mob_00000000000000000000000000000000000000000000000000000000000000ad";
+
+/// An HTTP client that sends `token` as its bearer token.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {token}");
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&value).expect("token is a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
+/// An HTTP client that sends the admin token.
+pub fn client() -> reqwest::Client {
+    client_with_token(ADMIN_TOKEN)
+}
+
+/// Default URL of the test Redis.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The Redis the multi-instance tests use: `MOBILITY_TEST_REDIS_URL` or the machine's.
+/// Panics with the command that starts it when it does not answer; never skips.
+#[allow(dead_code)]
+pub async fn test_redis_url() -> String {
+    let url = std::env::var("MOBILITY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
+    let answer = async {
+        let client = redis::Client::open(url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    if let Err(e) = answer.await {
+        panic!(
+            "Redis is required for the multi-instance tests and does not answer at {url}: {e}. \
+             Start it (redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' \
+             --appendonly no) or set MOBILITY_TEST_REDIS_URL."
+        );
+    }
+    url
+}
+
+/// A Redis key prefix no other test uses.
+#[allow(dead_code)]
+pub fn unique_redis_prefix() -> String {
+    format!("mobility-test-{}-{}", std::process::id(), unique())
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A number unique within this test process, for phone numbers, plates and database names.
@@ -114,7 +169,7 @@ impl TestApp {
         let mut app = TestApp {
             addr: "127.0.0.1:0".parse().unwrap(),
             backend,
-            http: reqwest::Client::new(),
+            http: client(),
             server: None,
             store: Some(store),
             database_url,
@@ -126,10 +181,26 @@ impl TestApp {
     async fn start(&mut self, adjust: impl FnOnce(&mut ServeConfig)) {
         let mut config = ServeConfig::with_database(self.database_url.clone());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_token = Some(ADMIN_TOKEN.into());
         adjust(&mut config);
         let server = spawn(config).await.expect("server starts");
         self.addr = server.addr;
         self.server = Some(server);
+    }
+
+    /// Starts another server on this one's database, as a second instance behind a load
+    /// balancer. Stopping it leaves the database to this app.
+    pub async fn sibling(&self, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        let mut app = TestApp {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            backend: self.backend,
+            http: client(),
+            server: None,
+            store: None,
+            database_url: self.database_url.clone(),
+        };
+        app.start(adjust).await;
+        app
     }
 
     /// Stops the server and starts a new one on the same database, as after a crash or deploy.
@@ -301,7 +372,7 @@ impl TestApp {
         );
         send_json(
             &mut socket,
-            json!({ "type": "connection_init", "payload": {} }),
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {ADMIN_TOKEN}") } }),
         )
         .await;
         let mut sub = Subscription { socket, protocol };

@@ -340,7 +340,7 @@ async fn float_values(backend: Backend) {
     .await;
 
     // JSON has no NaN or Infinity, and 1e400 overflows f64: the body itself is rejected.
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     for number in ["NaN", "Infinity", "1e400"] {
         let body = format!(
             "{{\"query\": {}, \"variables\": {{\"n\": {{\"lat\": {number}, \"lng\": 1.0}}}}}}",
@@ -749,7 +749,7 @@ async fn query_errors(backend: Backend) {
 async fn http_transport(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let driver = app.driver("MOTO").await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let get = |params: &[(&str, &str)]| {
         let url = url::Url::parse_with_params(&app.url("/graphql"), params).unwrap();
         client.get(url.as_str()).send()
@@ -856,7 +856,7 @@ async fn http_transport(backend: Backend) {
 
 async fn health_and_graphiql(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
 
     let response = client.get(app.url("/healthz")).send().await.unwrap();
     let status = response.status();

@@ -3,11 +3,15 @@
 
 mod helpers;
 
+mod cache;
+mod cluster;
 mod concurrency;
+mod faults;
 mod inputs;
 mod matching;
 mod observability;
 mod offers;
+mod ops_files;
 mod schema_file;
 mod smoke;
 mod subscriptions;
