@@ -8,7 +8,9 @@
 #
 # Needs root on Debian 12 for apt-get and for starting PostgreSQL 15 and Redis when they are
 # down. Every server this script starts listens on 127.0.0.1 and is stopped on exit; every
-# load run is bounded by --duration and by `timeout`.
+# load run is bounded by --duration and by `timeout`. One admin token, made by `mobility token
+# generate`, is given to every server as MOBILITY_ADMIN_TOKEN and to the load generator and
+# the replay as MOBILITY_TOKEN.
 set -euo pipefail
 
 usage() {
@@ -207,7 +209,7 @@ start_server() {
     (( ${#flags[@]} > 0 )) || flags=(--location-stale-seconds "$STALE_SECONDS")
     port=$(free_port)
     SERVER_URL=http://127.0.0.1:$port
-    RUST_LOG=mobility=info,tower_http=warn "$BIN" serve \
+    RUST_LOG=mobility=info,tower_http=warn MOBILITY_ADMIN_TOKEN="$MOBILITY_TOKEN" "$BIN" serve \
         --listen "127.0.0.1:$port" \
         --database-url "sqlite://$db?mode=rwc" \
         "${flags[@]}" \
@@ -412,6 +414,10 @@ raise_open_files
 
 log "building target/release/mobility and the criterion benchmark"
 timeout 3600 cargo build --release --bin mobility
+# Every server stores this token as its admin token at start, and every `mobility loadgen` and
+# `mobility replay` below sends it, because the server rejects requests without a token.
+MOBILITY_TOKEN=$("$BIN" token generate)
+export MOBILITY_TOKEN
 if [[ $RUN_CRITERION == 1 ]]; then
     # Built now and run at the end, so that both measure the same source even if the working
     # tree changes during the run.

@@ -1,4 +1,4 @@
-//! The profile cache: loading the 25 drivers of a `nearbyDrivers` answer through the
+//! The profile cache: loading the 25 drivers of a `nearbyDrivers` response through the
 //! `DriverLoader`, from PostgreSQL alone and through the Redis cache with every row cached,
 //! one row missing or all rows missing. Before the timed runs it prints the hit ratio of a
 //! stream of such batches that starts with an empty cache.
@@ -9,7 +9,7 @@
 //! drivers, and Redis at `MOBILITY_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! where it deletes and rewrites the keys under `mobility-bench-cache:`. A batch is the 25
 //! seeded drivers nearest to a query point of `mobility loadgen`, so batches overlap as the
-//! answers of nearby riders do.
+//! responses to nearby riders do.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -97,10 +97,12 @@ fn setup() -> Setup {
         db
     });
 
-    let link = RedisLink::open(&redis_url, PREFIX).unwrap();
-    runtime.block_on(async {
+    let link = runtime.block_on(async {
+        // The connection manager spawns its reconnection task on the current runtime.
+        let link = RedisLink::open(&redis_url, PREFIX).unwrap();
         assert!(link.probe().await, "Redis is not reachable at {redis_url}");
         delete_prefix(&link).await;
+        link
     });
 
     let index = SpatialIndex::bulk_load(
@@ -194,7 +196,7 @@ async fn load(loader: &DriverLoader, ids: &[i64]) -> HashMap<i64, entity::driver
 }
 
 /// Prints the hit ratio of the first 10,000 batches after the cache starts empty, over
-/// windows of batches; the run is shorter than the TTL, so no row expires during it.
+/// windows of batches. The run is shorter than the TTL, so no row expires during it.
 fn hit_ratio(setup: &Setup) {
     let cache = Arc::new(CountingCache {
         inner: RedisProfileCache::new(setup.link.clone(), TTL_SECONDS),
@@ -231,7 +233,7 @@ fn hit_ratio(setup: &Setup) {
     });
 }
 
-/// Which rows of a batch the cache lacks when the batch is loaded.
+/// Rows of a batch that the cache lacks when the batch is loaded.
 #[derive(Clone, Copy)]
 enum Missing {
     None,
@@ -300,8 +302,8 @@ fn sequential(c: &mut Criterion, setup: &Setup) {
     group.finish();
 }
 
-/// Loads of [`CONCURRENCY`] batches at once, as under load; each iteration is one round of
-/// them, so the time per iteration divided by 16 is the cost per batch.
+/// Times loads of [`CONCURRENCY`] batches at once, as under load. Each iteration is one
+/// round of them, so the time per iteration divided by 16 is the cost per batch.
 fn concurrent(c: &mut Criterion, setup: &Setup) {
     let redis: SharedProfileCache =
         Arc::new(RedisProfileCache::new(setup.link.clone(), TTL_SECONDS));

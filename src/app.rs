@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::BatchRequest;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
@@ -29,13 +30,11 @@ use crate::cluster::replication::{OUTBOX_CAPACITY, run_publisher, run_subscriber
 use crate::cluster::{Cluster, RedisLink};
 use crate::config::ServeConfig;
 use crate::events::{EventBus, Outbox};
+use crate::idempotency::{self, IdempotencyStore};
 use crate::matching::{EtaModel, MatchConfig, Matcher};
 use crate::schema::{self, MobilitySchema};
 use crate::tracking::{FixRules, Tracking, TrackingConfig, load_live_drivers};
-use crate::trips::{TripConfig, Trips, load_open_requests, run_offer_expiry};
-
-/// Largest request body, in bytes. A batch of 500 location updates is about 100 KiB.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+use crate::trips::{ContactLimiter, TripConfig, Trips, load_open_requests, run_offer_expiry};
 
 /// Every service, shared by the resolvers through the schema data.
 #[derive(Debug, Clone)]
@@ -50,10 +49,12 @@ pub struct Services {
     pub redis: Option<RedisLink>,
     /// This instance's link to the others, when `REDIS_URL` is set.
     pub cluster: Option<Cluster>,
-    /// Cache of driver, rider and vehicle rows for the GraphQL loaders; a no-op unless
-    /// `REDIS_URL` is set and `MOBILITY_PROFILE_CACHE` is true.
+    /// Cache of driver, rider and vehicle rows for the GraphQL loaders, which does nothing
+    /// unless `REDIS_URL` is set and `MOBILITY_PROFILE_CACHE` is true.
     pub profiles: SharedProfileCache,
     pub tokens: Tokens,
+    /// Rate of `requestContact` per token.
+    pub contact_limiter: ContactLimiter,
 }
 
 impl Services {
@@ -159,6 +160,10 @@ impl Services {
             cluster,
             profiles,
             tokens,
+            contact_limiter: ContactLimiter::new(
+                config.contact_requests_per_hour,
+                Duration::from_secs(3_600),
+            ),
         })
     }
 }
@@ -175,18 +180,30 @@ fn announce_first_admin_token(secret: &str) {
     info!("created the first admin token; its secret was printed on standard output");
 }
 
-/// The HTTP routes: GraphiQL at `/`, GraphQL at `/graphql` (POST and GET), subscriptions at
-/// `/graphql/ws` (`graphql-transport-ws` and `graphql-ws`), `/healthz`, `/readyz` and
-/// `/metrics`. `shutdown` closes WebSockets with a close frame when it turns true.
+/// Builds the HTTP routes: GraphiQL at `/` (unless `limits.graphiql` is false), GraphQL at
+/// `/graphql` (POST and GET), subscriptions at `/graphql/ws` (`graphql-transport-ws` and
+/// `graphql-ws`), `/healthz`, `/readyz` and `/metrics`, with the HTTP limits of `limits`.
+/// `shutdown` closes WebSockets with a close frame when it turns true, and `websockets` counts
+/// them until they are closed.
 pub fn router(
     schema: MobilitySchema,
     services: Services,
-    limits: crate::ws::Limits,
+    limits: &crate::limits::Limits,
     shutdown: watch::Receiver<bool>,
+    websockets: crate::ws::Connections,
 ) -> Router {
     let tokens = services.tokens.clone();
-    Router::new()
-        .route("/", get(graphiql))
+    let root = if limits.graphiql {
+        get(graphiql)
+    } else {
+        get(crate::limits::graphiql_disabled)
+    };
+    let max_batch = limits.max_batch_operations;
+    let max_body_bytes = limits.max_body_bytes;
+    let websocket_limits = limits.websocket;
+    let websocket_slots = crate::limits::WebSocketSlots::new(limits.max_websocket_connections);
+    let router = Router::new()
+        .route("/", root)
         .route(
             "/graphql",
             get({
@@ -197,23 +214,44 @@ pub fn router(
             .post({
                 let schema = schema.clone();
                 let tokens = tokens.clone();
-                move |headers: HeaderMap, request: GraphQLBatchRequest| {
-                    graphql_post(schema, tokens, headers, request)
+                let keys = IdempotencyStore::new(services.db.clone());
+                move |_: NotMultipart, headers: HeaderMap, request: GraphQLBatchRequest| async move {
+                    if let Some(response) = crate::limits::batch_rejection(&request.0, max_batch) {
+                        return response;
+                    }
+                    graphql_post(schema, tokens, keys, headers, request).await
                 }
             }),
         )
         .route(
             "/graphql/ws",
             get(move |headers: HeaderMap, upgrade: WebSocketUpgrade| {
-                graphql_ws(schema, tokens, headers, upgrade, limits, shutdown)
+                graphql_ws(
+                    schema,
+                    tokens,
+                    headers,
+                    upgrade,
+                    websocket_limits,
+                    websocket_slots,
+                    shutdown,
+                    websockets.open(),
+                )
             }),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .with_state(services)
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(axum::middleware::map_response(move |response| {
+            crate::limits::describe_payload_too_large(max_body_bytes, response)
+        }));
+    // CORS wraps the other layers, so that browsers can read their errors too.
+    let router = match crate::limits::cors_layer(&limits.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http())
 }
 
 /// Returns the bearer token of a request, if any.
@@ -268,9 +306,39 @@ async fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal,
     }
 }
 
+/// Rejects a multipart POST before async-graphql reads its body. The schema has no `Upload`
+/// scalar, so multipart has no use here, and async-graphql 7.2.1 panics on a multipart request
+/// whose `operations` part has a multipart content type of its own.
+struct NotMultipart;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NotMultipart {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Response> {
+        let multipart = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim().to_ascii_lowercase().starts_with("multipart/"));
+        if multipart {
+            let message = "multipart requests are not supported; send application/json";
+            return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response());
+        }
+        Ok(NotMultipart)
+    }
+}
+
+/// Serves GraphQL over POST. A mutation with an `Idempotency-Key` (header or
+/// `extensions.idempotencyKey`) runs once per key and token, and repeats get the stored
+/// response; [`crate::idempotency`] lists the exceptions.
+/// On queries the key is checked and otherwise ignored, because they change nothing.
 async fn graphql_post(
     schema: MobilitySchema,
     tokens: Tokens,
+    keys: IdempotencyStore,
     headers: HeaderMap,
     request: GraphQLBatchRequest,
 ) -> Response {
@@ -278,8 +346,19 @@ async fn graphql_post(
         Ok(principal) => principal,
         Err(response) => return response,
     };
-    let request = request.into_inner().data(principal);
-    GraphQLResponse::from(schema.execute_batch(request).await).into_response()
+    let batch = request.into_inner();
+    let key = match idempotency::key_of(&headers, &batch) {
+        Ok(key) => key,
+        Err(rejection) => return rejection.into_response(),
+    };
+    match (key, batch) {
+        (Some(key), BatchRequest::Single(request)) if selects_mutation(&request) => {
+            idempotency::execute_once(schema, keys, principal, key, request).await
+        }
+        (_, batch) => {
+            GraphQLResponse::from(schema.execute_batch(batch.data(principal)).await).into_response()
+        }
+    }
 }
 
 /// Read buffer of one WebSocket, in bytes. Clients send small messages (`subscribe`, `ping`),
@@ -293,24 +372,31 @@ const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Upgrades to a GraphQL WebSocket, speaking `graphql-transport-ws` or `graphql-ws` as the
 /// client requests. The token comes in `connection_init`, or in the upgrade request's
 /// `Authorization` header for clients that can set one.
+#[allow(clippy::too_many_arguments)]
 async fn graphql_ws(
     schema: MobilitySchema,
     tokens: Tokens,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
     limits: crate::ws::Limits,
+    slots: crate::limits::WebSocketSlots,
     shutdown: watch::Receiver<bool>,
+    open: crate::ws::OpenConnection,
 ) -> Response {
     let header_token = bearer(&headers).map(str::to_owned);
     let Some(protocol) = crate::ws::protocol_of(&headers) else {
         return (StatusCode::BAD_REQUEST, "unknown WebSocket subprotocol").into_response();
+    };
+    // The permit moves into the connection's task and frees the slot when the connection ends.
+    let Some(permit) = slots.try_acquire() else {
+        return slots.full_response();
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .max_message_size(WS_MAX_MESSAGE_BYTES)
         .max_frame_size(WS_MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
             crate::ws::serve(
                 socket,
                 schema,
@@ -320,6 +406,9 @@ async fn graphql_ws(
                 limits,
                 shutdown,
             )
+            .await;
+            drop(permit);
+            drop(open);
         })
 }
 
@@ -365,6 +454,10 @@ async fn graphql_get(
 /// Returns whether the operation that `request` selects is a mutation. A document that does not
 /// parse selects none, so executing it returns the parse error.
 fn selects_mutation(request: &async_graphql::Request) -> bool {
+    // A document nested too deeply for the parser is rejected when it executes.
+    if crate::schema::nesting::check(&request.query).is_err() {
+        return false;
+    }
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return false;
     };
@@ -492,10 +585,15 @@ pub async fn serve(
     crate::metrics::handle();
     let services = Services::build(&config).await?;
     let addr = listener.local_addr()?;
+    let graphiql = if config.graphiql {
+        format!("GraphiQL at http://{addr}/ and ")
+    } else {
+        String::new()
+    };
     info!(
         %addr,
         database = %crate::db::redact(&config.database_url),
-        "serving GraphiQL at http://{addr}/ and GraphQL at http://{addr}/graphql"
+        "serving {graphiql}GraphQL at http://{addr}/graphql"
     );
     serve_services(config, services, listener, shutdown).await?;
     info!("server stopped");
@@ -542,10 +640,16 @@ async fn serve_services(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     crate::metrics::handle();
-    let schema = schema::build(services.clone());
+    let limits = crate::limits::Limits::from_config(&config);
+    let schema = schema::build_with_limits(services.clone(), &limits);
     let expiry = tokio::spawn(run_offer_expiry(
         services.trips.clone(),
         Duration::from_millis(config.offer_sweep_ms),
+        shutdown.clone(),
+    ));
+    let key_expiry = tokio::spawn(idempotency::run_key_expiry(
+        IdempotencyStore::new(services.db.clone()),
+        idempotency::SWEEP_INTERVAL,
         shutdown.clone(),
     ));
     let mut cluster_tasks = Vec::new();
@@ -561,19 +665,30 @@ async fn serve_services(
             shutdown.clone(),
         )));
     }
-    let limits = crate::ws::Limits {
-        max_subscriptions: config.max_subscriptions_per_connection as usize,
-    };
-    axum::serve(listener, router(schema, services, limits, shutdown.clone()))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
+    let websockets = crate::ws::Connections::default();
+    axum::serve(
+        listener,
+        router(
+            schema,
+            services,
+            &limits,
+            shutdown.clone(),
+            websockets.clone(),
+        ),
+    )
+    .with_graceful_shutdown(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
             }
-        })
-        .await?;
+        }
+    })
+    .await?;
+    // Each WebSocket sends its close frame within `ws::SEND_TIMEOUT` of the shutdown signal,
+    // unless a send to a slow client is pending first, which that timeout also bounds.
+    websockets.all_closed().await;
     expiry.await?;
+    key_expiry.await?;
     for task in cluster_tasks {
         task.await?;
     }

@@ -153,6 +153,10 @@ pub struct ServeConfig {
     #[arg(long, env = "MOBILITY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// `requestContact` calls one token may make per hour on one instance.
+    #[arg(long, env = "MOBILITY_CONTACT_REQUESTS_PER_HOUR", default_value_t = 10)]
+    pub contact_requests_per_hour: u32,
+
     /// Subscriptions one WebSocket connection may hold at once; one more closes it with code
     /// 4429.
     #[arg(
@@ -162,18 +166,85 @@ pub struct ServeConfig {
     )]
     pub max_subscriptions_per_connection: u32,
 
+    /// Aliased fields one GraphQL operation may contain, counted through fragments; more is
+    /// rejected with GRAPHQL_VALIDATION_FAILED. Bounds alias amplification, where one request
+    /// repeats an expensive field under many names. Admin tokens are exempt.
+    #[arg(long, env = "MOBILITY_MAX_ALIASES", default_value_t = crate::limits::DEFAULT_MAX_ALIASES)]
+    pub max_aliases: u32,
+
+    /// Operations one batched POST (a JSON array of requests) may contain; more gets HTTP 400.
+    #[arg(
+        long,
+        env = "MOBILITY_MAX_BATCH_OPERATIONS",
+        default_value_t = crate::limits::DEFAULT_MAX_BATCH_OPERATIONS
+    )]
+    pub max_batch_operations: u32,
+
+    /// Largest request body in bytes; a larger one gets HTTP 413. A batch of 500 location
+    /// updates is about 100 KiB.
+    #[arg(long, env = "MOBILITY_MAX_BODY_BYTES", default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: u32,
+
+    /// Mutations per second one token may sustain, counting each root field of a mutation
+    /// operation; 0 turns the limit off. Admin tokens are exempt. Each instance counts alone.
+    #[arg(
+        long,
+        env = "MOBILITY_MUTATION_RATE_PER_SECOND",
+        default_value_t = crate::limits::DEFAULT_MUTATION_RATE_PER_SECOND
+    )]
+    pub mutation_rate_per_second: u32,
+
+    /// Mutations one token may send at once before `mutation-rate-per-second` applies.
+    #[arg(
+        long,
+        env = "MOBILITY_MUTATION_BURST",
+        default_value_t = crate::limits::DEFAULT_MUTATION_BURST
+    )]
+    pub mutation_burst: u32,
+
+    /// Whether introspection queries (`__schema`, `__type`) run. When false they are rejected
+    /// with GRAPHQL_VALIDATION_FAILED. GraphiQL and code generators need them.
+    #[arg(
+        long,
+        env = "MOBILITY_INTROSPECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub introspection: bool,
+
+    /// Whether `/` serves GraphiQL; when false, `/` returns 404 with a pointer to `/graphql`.
+    #[arg(
+        long,
+        env = "MOBILITY_GRAPHIQL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub graphiql: bool,
+
+    /// Browser origins allowed to call the API, comma-separated (`https://ops.example.com`),
+    /// or `*` for any. Empty sends no CORS headers, so browsers block cross-origin calls.
+    #[arg(long, env = "MOBILITY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// WebSocket connections one instance serves at once; one more gets HTTP 503.
+    #[arg(
+        long,
+        env = "MOBILITY_MAX_WEBSOCKET_CONNECTIONS",
+        default_value_t = crate::limits::DEFAULT_MAX_WEBSOCKET_CONNECTIONS
+    )]
+    pub max_websocket_connections: u32,
+
     /// Seconds a cached driver profile lives in Redis before it is read again from the
     /// database. Writes invalidate it sooner.
     #[arg(long, env = "MOBILITY_CACHE_TTL_SECONDS", default_value_t = 300)]
     pub cache_ttl_seconds: u32,
 
-    /// Whether the GraphQL loaders cache driver, rider and vehicle rows in Redis (only with
-    /// `REDIS_URL`). Off by default, because reading them from PostgreSQL measured as fast;
-    /// see the profile cache section of BENCHMARKS.md.
+    /// Whether the GraphQL loaders cache driver, rider and vehicle rows in Redis. It takes
+    /// effect only with `REDIS_URL`, and `false` reads every row from the database.
     #[arg(
         long,
         env = "MOBILITY_PROFILE_CACHE",
-        default_value_t = false,
+        default_value_t = true,
         action = clap::ArgAction::Set
     )]
     pub profile_cache: bool,
@@ -296,11 +367,53 @@ impl ServeConfig {
                 self.redis_prefix
             ));
         }
+        if self.contact_requests_per_hour == 0 {
+            return Err("MOBILITY_CONTACT_REQUESTS_PER_HOUR must be at least 1".into());
+        }
         if self.max_subscriptions_per_connection == 0 {
             return Err("MOBILITY_MAX_SUBSCRIPTIONS_PER_CONNECTION must be at least 1".into());
         }
+        self.validate_request_limits()?;
         if self.cache_ttl_seconds == 0 {
             return Err("MOBILITY_CACHE_TTL_SECONDS must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the settings of [`crate::limits`].
+    fn validate_request_limits(&self) -> Result<(), String> {
+        /// Largest accepted `MOBILITY_MAX_BODY_BYTES`: each request body is held in memory
+        /// while it is parsed.
+        const MAX_BODY_BYTES_CEILING: u32 = 64 * 1024 * 1024;
+        if self.max_aliases == 0 {
+            return Err("MOBILITY_MAX_ALIASES must be at least 1".into());
+        }
+        if self.max_batch_operations == 0 {
+            return Err("MOBILITY_MAX_BATCH_OPERATIONS must be at least 1".into());
+        }
+        if !(1_024..=MAX_BODY_BYTES_CEILING).contains(&self.max_body_bytes) {
+            return Err(format!(
+                "MOBILITY_MAX_BODY_BYTES must be in 1024..={MAX_BODY_BYTES_CEILING}, got {}",
+                self.max_body_bytes
+            ));
+        }
+        if self.mutation_rate_per_second > 0 && self.mutation_burst == 0 {
+            return Err("MOBILITY_MUTATION_BURST must be at least 1 while \
+                 MOBILITY_MUTATION_RATE_PER_SECOND is above 0"
+                .into());
+        }
+        let origins = crate::limits::cors_origins(&self.cors_origins);
+        if origins.len() > 1 && origins.iter().any(|origin| origin == "*") {
+            return Err(format!(
+                "MOBILITY_CORS_ORIGINS: \"*\" allows every origin and cannot be combined with \
+                 others, got {origins:?}"
+            ));
+        }
+        for origin in &origins {
+            crate::limits::check_cors_origin(origin)?;
+        }
+        if self.max_websocket_connections == 0 {
+            return Err("MOBILITY_MAX_WEBSOCKET_CONNECTIONS must be at least 1".into());
         }
         Ok(())
     }
@@ -323,6 +436,27 @@ mod tests {
         let config = ServeConfig::with_database(DEFAULT_DATABASE_URL);
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.search_ladder_m, vec![5_000.0, 15_000.0]);
+    }
+
+    #[test]
+    fn request_limits_accept_their_edge_values() {
+        let base = ServeConfig::with_database(DEFAULT_DATABASE_URL);
+        let rate_off = ServeConfig {
+            mutation_rate_per_second: 0,
+            mutation_burst: 0,
+            ..base.clone()
+        };
+        assert_eq!(rate_off.validate(), Ok(()));
+        let any_origin = ServeConfig {
+            cors_origins: vec!["*".into()],
+            ..base.clone()
+        };
+        assert_eq!(any_origin.validate(), Ok(()));
+        let blank_origins = ServeConfig {
+            cors_origins: vec![String::new()],
+            ..base
+        };
+        assert_eq!(blank_origins.validate(), Ok(()));
     }
 
     #[test]
@@ -368,6 +502,55 @@ mod tests {
                 "MOBILITY_LOCATION_STALE_SECONDS",
                 ServeConfig {
                     location_stale_seconds: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_MAX_ALIASES",
+                ServeConfig {
+                    max_aliases: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_MAX_BATCH_OPERATIONS",
+                ServeConfig {
+                    max_batch_operations: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_MAX_BODY_BYTES",
+                ServeConfig {
+                    max_body_bytes: 100,
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_MUTATION_BURST",
+                ServeConfig {
+                    mutation_burst: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_CORS_ORIGINS",
+                ServeConfig {
+                    cors_origins: vec!["https://ops.example.com/".into()],
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_CORS_ORIGINS",
+                ServeConfig {
+                    cors_origins: vec!["*".into(), "https://ops.example.com".into()],
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_MAX_WEBSOCKET_CONNECTIONS",
+                ServeConfig {
+                    max_websocket_connections: 0,
                     ..base.clone()
                 },
             ),

@@ -5,10 +5,12 @@
 //! - [`app`]: builds the services, the HTTP router (GraphiQL, `/graphql`, `/graphql/ws`,
 //!   `/healthz`) and runs the server with graceful shutdown.
 //! - [`ws`]: the GraphQL WebSocket transport: token check, limits, close codes.
+//! - [`limits`]: request limits (aliases, batches, body, mutation rate, WebSockets) and CORS.
 //! - [`schema`]: GraphQL types, inputs, enums, DataLoaders, the schema builder and the one
 //!   mapping from service errors to `extensions.code`.
 //! - [`resolvers`]: query, mutation and subscription roots; thin, they call one service each.
 //! - [`auth`]: API tokens, roles and what each role may do.
+//! - [`idempotency`]: `Idempotency-Key` on mutations: the first response stored, repeats replayed.
 //! - [`accounts`]: riders, drivers and vehicles.
 //! - [`tracking`]: presence and live positions, with fix validation and the live registry.
 //! - [`matching`]: spatial search for drivers near a pickup and requests near a driver.
@@ -34,6 +36,8 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod geometry;
+pub mod idempotency;
+pub mod limits;
 pub mod loadgen;
 pub mod matching;
 pub mod metrics;

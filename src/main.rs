@@ -1,4 +1,5 @@
-//! The `mobility` command: `serve`, `migrate`, `schema`, `replay`, `seed` and `loadgen`.
+//! The `mobility` command: `serve`, `migrate`, `schema`, `replay`, `seed`, `loadgen` and
+//! `token`.
 
 use clap::{Parser, Subcommand};
 use mobility::config::{DEFAULT_DATABASE_URL, LogFormat, ServeConfig};
@@ -35,6 +36,36 @@ enum Command {
     Seed(mobility::loadgen::seed::SeedArgs),
     /// Measure the server, Redis or PostGIS under load; appends one JSON line per run.
     Loadgen(mobility::loadgen::LoadgenArgs),
+    /// Create, list and revoke API tokens in the database.
+    Token {
+        /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://...`.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print its secret, which is shown only once.
+    Create {
+        /// admin, bridge, dashboard, driver or rider.
+        #[arg(long)]
+        role: mobility::auth::Role,
+        /// Driver id of a driver token, rider id of a rider token.
+        #[arg(long)]
+        subject_id: Option<i64>,
+        /// Who or what holds the token.
+        #[arg(long)]
+        name: String,
+    },
+    /// List every token, revoked ones included; secrets are never stored.
+    List,
+    /// Revoke a token by id.
+    Revoke { id: i64 },
+    /// Print a new random secret without storing it, for MOBILITY_ADMIN_TOKEN.
+    Generate,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -69,6 +100,54 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+async fn token_command(database_url: &str, action: TokenAction) -> anyhow::Result<()> {
+    if let TokenAction::Generate = action {
+        println!("{}", mobility::auth::tokens::generate_secret());
+        return Ok(());
+    }
+    init_tracing(LogFormat::Text);
+    let db = mobility::db::connect_and_migrate(database_url, 1).await?;
+    let tokens = mobility::auth::Tokens::new(db);
+    match action {
+        TokenAction::Create {
+            role,
+            subject_id,
+            name,
+        } => {
+            let created = tokens
+                .create(&name, role, subject_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the token: {e}"))?;
+            println!("token {} ({role}): {}", created.token.id, created.secret);
+            println!("The secret is shown only now; store it.");
+        }
+        TokenAction::List => {
+            for token in tokens.list().await? {
+                let subject = token
+                    .subject_id
+                    .map(|id| format!(" {id}"))
+                    .unwrap_or_default();
+                let state = token
+                    .revoked_at
+                    .map_or_else(|| "active".to_owned(), |at| format!("revoked {at}"));
+                println!(
+                    "{}\t{}{subject}\t{}\t{state}",
+                    token.id, token.role, token.name
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let token = tokens
+                .revoke(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot revoke token {id}: {e}"))?;
+            println!("token {} revoked", token.id);
+        }
+        TokenAction::Generate => {}
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -116,5 +195,9 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             mobility::loadgen::run(args).await
         }
+        Command::Token {
+            database_url,
+            action,
+        } => token_command(&database_url, action).await,
     }
 }

@@ -7,6 +7,7 @@
 //! leaves to the server.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
@@ -31,9 +32,46 @@ pub const CLOSE_TOO_MANY_SUBSCRIPTIONS: u16 = 4429;
 pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
 /// Close code when the server shuts down (1001: going away).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code of `graphql-transport-ws` for a subscription sent before `connection_ack`.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// Prefix of the `connection_init` rejection, so the pump can tell it from protocol errors.
 const AUTH_REJECTED: &str = "unauthenticated: ";
+
+/// The open WebSocket connections of one server. axum's graceful shutdown waits for HTTP
+/// requests but not for upgraded connections, so the server waits here until every connection
+/// has sent its close frame before the process exits.
+#[derive(Debug, Clone)]
+pub struct Connections(Arc<watch::Sender<usize>>);
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+}
+
+impl Connections {
+    /// Counts a connection as open until the returned guard is dropped.
+    pub fn open(&self) -> OpenConnection {
+        self.0.send_modify(|open| *open += 1);
+        OpenConnection(self.0.clone())
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn all_closed(&self) {
+        let _ = self.0.subscribe().wait_for(|open| *open == 0).await;
+    }
+}
+
+/// One open connection of [`Connections`].
+#[derive(Debug)]
+pub struct OpenConnection(Arc<watch::Sender<usize>>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
+}
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -156,10 +194,19 @@ pub async fn serve<E: Executor>(
                 close(&mut sink, CLOSE_FORBIDDEN, reason).await;
                 return;
             }
-            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
+            WsMessage::Close(code, reason) => {
+                // async-graphql 7.2.1 closes with 1011 (internal error) only for a subscription
+                // sent before `connection_ack`, which is the client's fault.
+                let code = if code == 1011 {
+                    CLOSE_UNAUTHORIZED
+                } else {
+                    code
+                };
+                // async-graphql puts whole error messages in close reasons, which may exceed
+                // the 123 bytes a close frame allows; `close` shortens them.
+                close(&mut sink, code, &reason).await;
+                return;
+            }
         };
         match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
             Ok(Ok(())) => {}
@@ -253,6 +300,26 @@ mod tests {
         );
         assert_eq!(token_from_init(&json!({})), None);
         assert_eq!(token_from_init(&json!(null)), None);
+    }
+
+    #[tokio::test]
+    async fn all_closed_waits_for_every_connection() {
+        let connections = Connections::default();
+        connections.all_closed().await;
+        let first = connections.open();
+        let second = connections.open();
+        let waiting = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.all_closed().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one connection is still open");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("all_closed resolves once the last connection closes")
+            .expect("task completes");
     }
 
     #[test]

@@ -98,4 +98,7 @@ pub enum TripEventKind {
     Cancelled,
     #[sea_orm(string_value = "RATED")]
     Rated,
+    /// A party got the other party's phone number through a contact handoff.
+    #[sea_orm(string_value = "CONTACT_SHARED")]
+    ContactShared,
 }

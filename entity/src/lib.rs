@@ -8,6 +8,7 @@ pub mod api_token;
 pub mod driver;
 pub mod driver_presence;
 pub mod enums;
+pub mod idempotency_key;
 pub mod location_history;
 pub mod offer;
 pub mod rating;
@@ -21,6 +22,7 @@ pub mod prelude {
     pub use crate::api_token::Entity as ApiToken;
     pub use crate::driver::Entity as Driver;
     pub use crate::driver_presence::Entity as DriverPresence;
+    pub use crate::idempotency_key::Entity as IdempotencyKey;
     pub use crate::location_history::Entity as LocationHistory;
     pub use crate::offer::Entity as Offer;
     pub use crate::rating::Entity as Rating;

@@ -20,6 +20,7 @@ mod m20261204_000007_create_offers_table;
 mod m20261204_000008_create_trip_events_table;
 mod m20261204_000009_create_ratings_table;
 mod m20261204_000010_create_api_tokens_table;
+mod m20261204_000011_create_idempotency_keys_table;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000008_create_trip_events_table::Migration),
             Box::new(m20261204_000009_create_ratings_table::Migration),
             Box::new(m20261204_000010_create_api_tokens_table::Migration),
+            Box::new(m20261204_000011_create_idempotency_keys_table::Migration),
         ]
     }
 }

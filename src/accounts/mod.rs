@@ -78,7 +78,7 @@ impl Accounts {
         .insert(&self.db)
         .await
         .map_err(|e| unique_to_conflict(e, "a rider with this phone is already registered"))?;
-        // A new id has no entry, unless one survived from a database that was reset.
+        // A key under a new id exists only if the database was reset while Redis kept it.
         self.profiles
             .invalidate(&[ProfileKey::rider(rider.id)])
             .await;

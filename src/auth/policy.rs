@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use crate::error::{ServiceError, ServiceResult};
 
-/// What a token may do.
+/// Permission level of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Everything, including token management.

@@ -26,7 +26,7 @@ pub const CACHE_TTL: Duration = Duration::from_secs(5);
 const CACHE_CAPACITY: usize = 10_000;
 /// Token prefix, so a leaked token is recognizable in logs and by secret scanners.
 const PREFIX: &str = "mob_";
-/// Longest token name, in characters.
+/// Maximum length of a token name, in characters.
 const MAX_NAME_CHARS: usize = 100;
 
 /// A look-up result by token hash, with the time it was read.
@@ -198,7 +198,7 @@ impl Tokens {
         Ok(row)
     }
 
-    /// Every token, newest first, revoked ones included.
+    /// Returns every token, newest first, revoked ones included.
     ///
     /// # Errors
     /// Any database error.

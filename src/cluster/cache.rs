@@ -1,12 +1,13 @@
 //! Read-through cache of driver, rider and vehicle rows in Redis, for the DataLoaders.
 //!
 //! A batch of ids is read with one `MGET`. The ids Redis does not have are loaded from the
-//! database in one query and written back with `SET ... EX` in one pipeline. Each row is
-//! stored as the JSON of its entity model under `<prefix>:driver:<id>`, `<prefix>:rider:<id>`
+//! database in one query and written back with `SET ... EX` in one pipeline, which a
+//! background task sends so the request does not wait for it. Each row is stored as the JSON of its entity model under `<prefix>:driver:<id>`, `<prefix>:rider:<id>`
 //! or `<prefix>:vehicle:<id>`. Every write of such a row deletes its key after the commit.
 //!
-//! Redis errors never fail a request: the rows come from the database, the error is counted
-//! through [`RedisLink::record_error`], and nothing is written back.
+//! A Redis error does not fail a request, because no method of [`ProfileCache`] returns one.
+//! The rows come from the database, the error is counted through
+//! [`RedisLink::record_error`], and nothing is written back.
 //!
 //! NOTE: a row that a loader reads from the database just before a write, and writes back
 //! just after the write's invalidation, stays stale until its TTL ends. A failed invalidation
@@ -94,13 +95,14 @@ pub enum Lookup {
 /// failure never reaches the caller.
 #[async_trait]
 pub trait ProfileCache: Send + Sync + fmt::Debug {
-    /// Whether reads and invalidations do anything.
+    /// Returns whether reads and invalidations reach a cache.
     fn is_enabled(&self) -> bool;
 
     /// Reads the cached JSON of `ids` of one kind.
     async fn get(&self, profile: Profile, ids: &[i64]) -> Lookup;
 
-    /// Stores `(id, json)` entries of one kind until the TTL ends.
+    /// Stores `(id, json)` entries of one kind until the TTL ends. The entries may become
+    /// readable after this returns.
     async fn put(&self, profile: Profile, entries: &[(i64, String)]);
 
     /// Deletes `keys`. Callers run it after the database commit of the write.
@@ -156,7 +158,7 @@ impl RedisProfileCache {
         self.link.key(&key.name())
     }
 
-    /// Whether a command failed less than [`RETRY_AFTER`] ago.
+    /// Returns whether a command failed less than [`RETRY_AFTER`] ago.
     pub fn is_paused(&self) -> bool {
         self.paused_until
             .lock()
@@ -212,6 +214,8 @@ impl ProfileCache for RedisProfileCache {
         }
     }
 
+    /// Sends the `SET ... EX` pipeline from a new task, so a request does not wait for the
+    /// write-back.
     async fn put(&self, profile: Profile, entries: &[(i64, String)]) {
         if entries.is_empty() || self.is_paused() {
             return;
@@ -226,15 +230,18 @@ impl ProfileCache for RedisProfileCache {
                 .arg(self.ttl_seconds)
                 .ignore();
         }
-        let mut connection = self.link.connection();
-        match pipe.query_async::<()>(&mut connection).await {
-            Ok(()) => self.link.record_ok(),
-            Err(e) => self.record_error(&e),
-        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut connection = cache.link.connection();
+            match pipe.query_async::<()>(&mut connection).await {
+                Ok(()) => cache.link.record_ok(),
+                Err(e) => cache.record_error(&e),
+            }
+        });
     }
 
     /// Runs even while paused, because a key left behind serves the old row until its TTL
-    /// ends; a write during an outage therefore waits for the reconnection attempt.
+    /// ends. A write during an outage therefore waits for the reconnection attempt.
     async fn invalidate(&self, keys: &[ProfileKey]) {
         if keys.is_empty() {
             return;
@@ -613,8 +620,7 @@ mod tests {
             .unwrap()
             .port();
         let link = RedisLink::open(&format!("redis://127.0.0.1:{port}"), "test").unwrap();
-        let select_on = select(Some(&link), true, 300);
-        assert!(select_on.is_enabled());
+        assert!(select(Some(&link), true, 300).is_enabled());
         assert!(!select(Some(&link), false, 300).is_enabled());
         let cache = RedisProfileCache::new(link, 300);
 

@@ -34,6 +34,7 @@ use super::points;
 use super::report::{self, ResultRow, new_histogram, percentiles, record_micros};
 use super::runner::{Limits, progress_bar};
 use super::server::{MonotonicClock, ServerClient, format_time};
+use super::token::{TokenArgs, TokenRejected};
 
 /// Time limit of one connection with its `connection_ack`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +56,9 @@ pub struct FanoutArgs {
     /// Base URL of the mobility server.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+
+    #[command(flatten)]
+    pub token: TokenArgs,
 
     /// WebSocket connections, one subscription each.
     #[arg(long, default_value_t = 1_000)]
@@ -151,8 +155,8 @@ struct EventLocation {
 /// Runs `fanout`.
 ///
 /// # Errors
-/// Invalid arguments or an unreachable server. Failed subscriptions and updates are counted
-/// as errors in the row instead.
+/// Invalid arguments, an unreachable server, or a token that the server rejects. Other failed
+/// subscriptions and updates are counted as errors in the row instead.
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     check_args(&args)?;
     let limit = raise_open_files(args.subscribers + SPARE_FILES);
@@ -163,8 +167,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             "the open-files limit is too low for every subscriber; raise it with `ulimit -n`"
         );
     }
-    let client = ServerClient::new(&args.url, args.concurrency as usize)?;
+    let client = ServerClient::new(&args.url, args.concurrency as usize, &args.token)?;
     let online = client.online_drivers().await?;
+    client.check_token().await?;
     let drivers = args.drivers.unwrap_or(online);
     if args.drivers_watched > drivers {
         bail!(
@@ -185,13 +190,18 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let connect_started = Instant::now();
     let (tasks, per_driver, connect_failures) =
-        subscribe_all(&args, &client.websocket_url(), &received, &stopped).await;
+        subscribe_all(&args, &client.websocket_url(), &received, &stopped).await?;
     let connected = tasks.len() as u64;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     let rss_subscribed = args.server_pid.map(read_rss).transpose()?;
 
     let sent = send_updates(&args, &client, &per_driver).await;
+    if let Some(message) = sent.token_rejected {
+        let _ = stop.send(true);
+        close_all(tasks).await;
+        bail!("stopped after {} updates: {message}", sent.requests);
+    }
     let sending_seconds = sent.elapsed.as_secs_f64();
 
     let drain_started = Instant::now();
@@ -295,12 +305,16 @@ fn check_args(args: &FanoutArgs) -> anyhow::Result<()> {
 /// Opens every subscriber, `connect_concurrency` at a time. Returns the reader tasks of the
 /// subscribers that connected, their number per watched driver (index 0 is driver 1), and
 /// the number that failed.
+///
+/// # Errors
+/// [`TokenRejected`] when the server closes a connection with code 4403; the subscribers
+/// already open are aborted then.
 async fn subscribe_all(
     args: &FanoutArgs,
     url: &Url,
     received: &Arc<Received>,
     stopped: &watch::Receiver<bool>,
-) -> (Vec<tokio::task::JoinHandle<()>>, Vec<u64>, u64) {
+) -> anyhow::Result<(Vec<tokio::task::JoinHandle<()>>, Vec<u64>, u64)> {
     let progress = progress_bar(
         "subscribe",
         Limits {
@@ -311,7 +325,7 @@ async fn subscribe_all(
     let mut opened = futures_util::stream::iter(0..args.subscribers)
         .map(|j| {
             let driver_id = j % args.drivers_watched + 1;
-            async move { (driver_id, subscribe(url, driver_id).await) }
+            async move { (driver_id, subscribe(url, &args.token, driver_id).await) }
         })
         .buffer_unordered(args.connect_concurrency);
     let mut tasks = Vec::with_capacity(args.subscribers as usize);
@@ -328,6 +342,13 @@ async fn subscribe_all(
                     stopped.clone(),
                 )));
             }
+            Err(e) if e.is::<TokenRejected>() => {
+                progress.finish_and_clear();
+                for task in &tasks {
+                    task.abort();
+                }
+                return Err(e);
+            }
             Err(e) => {
                 failures += 1;
                 received.error(format!("subscribe failed: {e:#}"));
@@ -335,11 +356,12 @@ async fn subscribe_all(
         }
     }
     progress.finish_and_clear();
-    (tasks, per_driver, failures)
+    Ok((tasks, per_driver, failures))
 }
 
-/// Connects, completes the `graphql-transport-ws` handshake and subscribes to one driver.
-async fn subscribe(url: &Url, driver_id: u64) -> anyhow::Result<Socket> {
+/// Connects, completes the `graphql-transport-ws` handshake with `token` and subscribes to
+/// one driver.
+async fn subscribe(url: &Url, token: &TokenArgs, driver_id: u64) -> anyhow::Result<Socket> {
     let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -358,11 +380,7 @@ async fn subscribe(url: &Url, driver_id: u64) -> anyhow::Result<Socket> {
     .with_context(|| format!("WebSocket connection to {url} timed out"))?
     .with_context(|| format!("WebSocket connection to {url} failed"))?;
 
-    send_json(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await?;
+    send_json(&mut socket, token.connection_init()).await?;
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
         let message = tokio::time::timeout_at(deadline, socket.next())
@@ -378,9 +396,12 @@ async fn subscribe(url: &Url, driver_id: u64) -> anyhow::Result<Socket> {
                     _ => bail!("server sent {frame} instead of connection_ack"),
                 }
             }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(token.closed_before_ack(url.as_str(), frame.as_ref()));
+            }
             Some(Ok(_)) => {}
             Some(Err(e)) => bail!("WebSocket handshake failed: {e}"),
-            None => bail!("server closed the WebSocket before connection_ack"),
+            None => return Err(token.closed_before_ack(url.as_str(), None)),
         }
     }
 
@@ -494,6 +515,8 @@ struct Sent {
     histogram: Histogram<u64>,
     elapsed: Duration,
     first_error: Option<String>,
+    /// The [`TokenRejected`] error that stopped the sender, if one did.
+    token_rejected: Option<String>,
 }
 
 #[derive(Default)]
@@ -503,11 +526,13 @@ struct SendTally {
     failed: u64,
     expected_events: u64,
     first_error: Option<String>,
+    token_rejected: Option<String>,
 }
 
 /// Sends updates of the watched drivers in turn at `args.rate` per second for
 /// `args.duration` seconds, with at most `args.concurrency` in flight. When the server falls
-/// behind, ticks are skipped, so the achieved rate is lower and reported.
+/// behind, ticks are skipped, so the achieved rate is lower and reported. A rejected token
+/// stops the sending; that update is not counted.
 async fn send_updates(args: &FanoutArgs, client: &ServerClient, per_driver: &[u64]) -> Sent {
     const UPDATE: &str = "mutation Update($driverId: ID!, $location: LocationInput!) { \
          updateDriverLocation(driverId: $driverId, location: $location) { status } }";
@@ -532,7 +557,7 @@ async fn send_updates(args: &FanoutArgs, client: &ServerClient, per_driver: &[u6
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut in_flight = Vec::new();
     let mut update = 0_u64;
-    while Instant::now() < stop_at {
+    while Instant::now() < stop_at && tally.lock().token_rejected.is_none() {
         interval.tick().await;
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
@@ -566,6 +591,15 @@ async fn send_updates(args: &FanoutArgs, client: &ServerClient, per_driver: &[u6
             });
             let sent = Instant::now();
             let result: anyhow::Result<Value> = client.post(UPDATE, variables).await;
+            if let Err(e) = &result
+                && e.is::<TokenRejected>()
+            {
+                tally
+                    .lock()
+                    .token_rejected
+                    .get_or_insert_with(|| e.to_string());
+                return;
+            }
             record_micros(&mut histogram.lock(), sent.elapsed().as_micros() as u64);
             let mut tally = tally.lock();
             tally.requests += 1;
@@ -611,5 +645,27 @@ async fn send_updates(args: &FanoutArgs, client: &ServerClient, per_driver: &[u6
         histogram,
         elapsed,
         first_error: tally.first_error,
+        token_rejected: tally.token_rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::token::rejecting_server;
+
+    #[tokio::test]
+    async fn close_4403_stops_with_rejected_token() {
+        let (url, server) = rejecting_server().await;
+        let token = TokenArgs::default();
+        let error = subscribe(&url, &token, 1).await.unwrap_err();
+        assert!(error.is::<TokenRejected>(), "{error:#}");
+        assert!(
+            error.to_string().contains("no token was given"),
+            "{error:#}"
+        );
+        let init = server.await.unwrap();
+        assert_eq!(init["type"], "connection_init");
+        assert_eq!(init["payload"], json!({}));
     }
 }

@@ -116,7 +116,11 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
             let rss = read_rss(pid)?;
             let drivers = match args.drivers {
                 Some(drivers) => drivers,
-                None => ServerClient::new(&target.url, 1)?.online_drivers().await?,
+                None => {
+                    ServerClient::new(&target.url, 1, &target.token)?
+                        .online_drivers()
+                        .await?
+                }
             };
             let (baseline, source) = match args.baseline_rss {
                 Some(rss) => (Some(rss), "--baseline-rss"),

@@ -15,7 +15,8 @@
 //! Every run appends one JSON line to `--output` ([`report::ResultRow`]) and prints a summary.
 //! Modules: [`points`] (the shared point generator), [`seed`] (`mobility seed`), [`runner`]
 //! (closed-loop workers), [`report`] (the result row), [`server`], [`redis_target`] and
-//! [`postgis`] (one per target), [`fanout`] and [`memory`].
+//! [`postgis`] (one per target), [`fanout`] and [`memory`], and [`token`] (the server's bearer
+//! token, `--token` or `MOBILITY_TOKEN`, which `mobility replay` uses too).
 
 pub mod fanout;
 pub mod memory;
@@ -26,6 +27,7 @@ pub mod report;
 pub mod runner;
 pub mod seed;
 pub mod server;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,6 +100,9 @@ pub struct TargetArgs {
     /// Base URL of the mobility server.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+
+    #[command(flatten)]
+    pub token: token::TokenArgs,
 
     /// Redis server URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
@@ -256,6 +261,7 @@ async fn nearby(args: NearbyArgs) -> anyhow::Result<()> {
             postgis::nearby(&args.target, &args.run, query, concurrency, limits).await?
         }
     };
+    check_token_accepted(&run)?;
 
     let mut details = run_details(&run, &meta.operation);
     let succeeded = run.requests.saturating_sub(run.failed);
@@ -296,6 +302,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             postgis::ingest(&args.target, &args.run, args.batch, concurrency, limits).await?
         }
     };
+    check_token_accepted(&run)?;
 
     let mut details = run_details(&run, &meta.operation);
     details["updates"] = json!(run.items);
@@ -345,6 +352,14 @@ pub struct RunMeta {
     pub connection: String,
     /// The request sent, as text for the report.
     pub operation: String,
+}
+
+/// Fails when the server rejected the token during the run, which then measured nothing.
+fn check_token_accepted(run: &RunResult) -> anyhow::Result<()> {
+    match &run.token_rejected {
+        Some(message) => anyhow::bail!("stopped after {} requests: {message}", run.requests),
+        None => Ok(()),
+    }
 }
 
 fn run_details(run: &RunResult, operation: &str) -> Value {

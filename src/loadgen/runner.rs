@@ -3,7 +3,9 @@
 //! record each request's latency.
 //!
 //! A run also stops when [`MAX_CONSECUTIVE_FAILURES`] requests in a row fail, because the
-//! target is then gone and waiting out the deadline would only add errors.
+//! target is then gone and waiting out the deadline would only add errors. A request that
+//! fails with [`TokenRejected`] stops the run at once and is not counted, because no later
+//! request can succeed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 
 use super::report::{new_histogram, record_micros};
+use super::token::TokenRejected;
 
 /// Failed requests in a row, over all workers, after which the run stops.
 pub const MAX_CONSECUTIVE_FAILURES: u64 = 200;
@@ -91,6 +94,9 @@ pub struct RunResult {
     pub first_error: Option<String>,
     /// Reason the run stopped early, if it did.
     pub aborted: Option<String>,
+    /// The [`TokenRejected`] error that stopped the run, if one did. The run's measurements
+    /// are then meaningless.
+    pub token_rejected: Option<String>,
 }
 
 struct Shared {
@@ -101,6 +107,7 @@ struct Shared {
     stop: AtomicBool,
     first_error: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
+    token_rejected: Mutex<Option<String>>,
 }
 
 /// Runs `workers` concurrently until `limits` is reached, with a progress bar labelled
@@ -114,6 +121,7 @@ pub async fn run<W: Worker>(label: &str, workers: Vec<W>, limits: Limits) -> Run
         stop: AtomicBool::new(false),
         first_error: Mutex::new(None),
         last_error: Mutex::new(None),
+        token_rejected: Mutex::new(None),
     });
     let started = Instant::now();
     let deadline = started + limits.duration;
@@ -172,6 +180,7 @@ pub async fn run<W: Worker>(label: &str, workers: Vec<W>, limits: Limits) -> Run
         counters,
         first_error: shared.first_error.lock().clone(),
         aborted,
+        token_rejected: shared.token_rejected.lock().clone(),
     }
 }
 
@@ -209,6 +218,16 @@ async fn work<W: Worker>(
                 remaining.as_secs_f64()
             )),
         };
+        if let Err(e) = &result
+            && e.is::<TokenRejected>()
+        {
+            shared.stop.store(true, Ordering::Relaxed);
+            shared
+                .token_rejected
+                .lock()
+                .get_or_insert_with(|| e.to_string());
+            break;
+        }
         record_micros(&mut histogram, sent.elapsed().as_micros() as u64);
         shared.completed.fetch_add(1, Ordering::Relaxed);
         match result {
@@ -329,6 +348,29 @@ mod tests {
         assert!(result.elapsed < Duration::from_secs(10));
         assert!(result.failed >= MAX_CONSECUTIVE_FAILURES);
         assert!(result.aborted.unwrap().contains("in a row"));
+    }
+
+    struct Rejected;
+
+    impl Worker for Rejected {
+        async fn call(&mut self, _index: u64) -> anyhow::Result<Done> {
+            let token = super::super::token::TokenArgs::default();
+            Err(token
+                .http_rejected("http://127.0.0.1:1/graphql", "missing")
+                .into())
+        }
+    }
+
+    #[tokio::test]
+    async fn rejected_token_stops_the_run_uncounted() {
+        let workers = (0..4).map(|_| Rejected).collect();
+        let limits = Limits::from_args(Some(30.0), None).unwrap();
+        let result = run("test", workers, limits).await;
+        assert!(result.elapsed < Duration::from_secs(10));
+        assert_eq!(result.requests, 0);
+        assert_eq!(result.failed, 0);
+        assert!(result.token_rejected.unwrap().contains("MOBILITY_TOKEN"));
+        assert_eq!(result.aborted, None);
     }
 
     #[test]

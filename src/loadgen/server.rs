@@ -1,6 +1,7 @@
 //! The mobility server as a target: `nearbyDrivers` and location updates over GraphQL on HTTP,
 //! through one `reqwest` client whose keep-alive pool keeps at most one idle connection per
-//! worker.
+//! worker. Every request carries the `--token` bearer token; an HTTP 401 stops the run (see
+//! [`super::token`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use url::Url;
 
 use super::points::{self, Stream};
 use super::runner::{self, Done, Limits, RunResult, Worker};
+use super::token::{TokenArgs, first_error_message};
 use super::{DriverCursor, NearbyQuery, RunArgs, RunMeta, TargetArgs};
 
 /// Time limit of one HTTP request.
@@ -37,15 +39,16 @@ pub struct ServerClient {
     pub http: reqwest::Client,
     pub endpoint: Url,
     pub base: Url,
+    pub token: TokenArgs,
 }
 
 impl ServerClient {
     /// Creates a client of the server at `base`, such as `http://127.0.0.1:8080`, for `concurrency`
-    /// workers.
+    /// workers, that sends `token` with every request.
     ///
     /// # Errors
     /// `base` is not an `http` URL.
-    pub fn new(base: &str, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn new(base: &str, concurrency: usize, token: &TokenArgs) -> anyhow::Result<Self> {
         let base = Url::parse(&format!("{}/", base.trim_end_matches('/')))
             .with_context(|| format!("invalid --url {base:?}"))?;
         if base.scheme() != "http" {
@@ -57,12 +60,14 @@ impl ServerClient {
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(concurrency.max(1))
             .tcp_nodelay(true)
+            .default_headers(token.default_headers())
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {
             endpoint: base.join("graphql")?,
             base,
             http,
+            token: token.clone(),
         })
     }
 
@@ -105,11 +110,48 @@ impl ServerClient {
             })
     }
 
+    /// Sends `{ __typename }` once, so that a missing or rejected token stops the run before
+    /// it starts.
+    ///
+    /// # Errors
+    /// [`super::token::TokenRejected`] on HTTP 401, or a message naming the URL when the
+    /// server cannot be reached or returns no data.
+    pub async fn check_token(&self) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .timeout(CHECK_TIMEOUT)
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mobility server at {}", self.endpoint))?;
+        let status = response.status();
+        let body: Value = response.json().await.with_context(|| {
+            format!(
+                "{} returned HTTP {status} without JSON; is --url a mobility server?",
+                self.endpoint
+            )
+        })?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let rejected = self
+                .token
+                .http_rejected(self.endpoint.as_str(), first_error_message(&body));
+            return Err(rejected.into());
+        }
+        if body.pointer("/data/__typename").is_none() {
+            anyhow::bail!(
+                "{} returned HTTP {status} without data: {body}; is --url a mobility server?",
+                self.endpoint
+            );
+        }
+        Ok(())
+    }
+
     /// Sends one GraphQL request and returns `data`.
     ///
     /// # Errors
-    /// A transport failure, a response that is not GraphQL JSON, or a GraphQL error, with its
-    /// `extensions.code`.
+    /// [`super::token::TokenRejected`] on HTTP 401, a transport failure, a response that is
+    /// not GraphQL JSON, or a GraphQL error, with its `extensions.code`.
     pub async fn post<T: for<'de> Deserialize<'de>>(
         &self,
         document: &str,
@@ -123,6 +165,13 @@ impl ServerClient {
             .await
             .with_context(|| format!("POST {} failed", self.endpoint))?;
         let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let body: Value = response.json().await.unwrap_or_default();
+            let rejected = self
+                .token
+                .http_rejected(self.endpoint.as_str(), first_error_message(&body));
+            return Err(rejected.into());
+        }
         let body: GraphQlResponse<T> = response
             .json()
             .await
@@ -204,8 +253,9 @@ pub async fn nearby(
     concurrency: usize,
     limits: Limits,
 ) -> anyhow::Result<(RunResult, RunMeta)> {
-    let client = ServerClient::new(&target.url, concurrency)?;
+    let client = ServerClient::new(&target.url, concurrency, &target.token)?;
     let online = client.online_drivers().await?;
+    client.check_token().await?;
     let workers = (0..concurrency)
         .map(|_| NearbyWorker {
             client: client.clone(),
@@ -351,8 +401,9 @@ pub async fn ingest(
     concurrency: usize,
     limits: Limits,
 ) -> anyhow::Result<(RunResult, RunMeta)> {
-    let client = ServerClient::new(&target.url, concurrency)?;
+    let client = ServerClient::new(&target.url, concurrency, &target.token)?;
     let online = client.online_drivers().await?;
+    client.check_token().await?;
     let drivers = args.drivers.unwrap_or(online);
     super::check_workers_have_drivers(concurrency, drivers)?;
     let workers = (0..concurrency)
@@ -407,12 +458,13 @@ mod tests {
 
     #[test]
     fn websocket_url_from_base() {
-        let client = ServerClient::new("http://127.0.0.1:8080/", 1).unwrap();
+        let token = TokenArgs::default();
+        let client = ServerClient::new("http://127.0.0.1:8080/", 1, &token).unwrap();
         assert_eq!(client.endpoint.as_str(), "http://127.0.0.1:8080/graphql");
         assert_eq!(
             client.websocket_url().as_str(),
             "ws://127.0.0.1:8080/graphql/ws"
         );
-        assert!(ServerClient::new("https://127.0.0.1:8080", 1).is_err());
+        assert!(ServerClient::new("https://127.0.0.1:8080", 1, &token).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! GraphQL over HTTP for the replay: one `reqwest` client, a cap on requests in flight, and
-//! per operation the client-side latency and the `extensions.code` of every error.
+//! GraphQL over HTTP for the replay: one `reqwest` client that sends the `--token` bearer
+//! token, a cap on requests in flight, and per operation the client-side latency and the
+//! `extensions.code` of every error. An HTTP 401 is not counted: it stops the replay.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::stats::Stats;
+use crate::loadgen::token::{TokenArgs, TokenRejected, first_error_message};
 
 /// Code counted for a request that got no GraphQL response: connection refused, timeout,
 /// or a body that is not GraphQL JSON.
@@ -20,6 +22,9 @@ pub const TRANSPORT_ERROR: &str = "TRANSPORT_ERROR";
 
 /// Code counted for a GraphQL error without `extensions.code`.
 const MISSING_CODE: &str = "NO_CODE";
+
+/// Code of [`CallError::TokenRejected`], which the statistics do not count.
+const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 
 /// Transport failures in a row after which the run stops, because the server is gone.
 const MAX_CONSECUTIVE_TRANSPORT_FAILURES: u32 = 20;
@@ -43,14 +48,22 @@ pub enum CallError {
         operation: &'static str,
         message: String,
     },
+    /// The server returned HTTP 401, because the token is missing, unknown or revoked.
+    #[error("{operation} failed: {error}")]
+    TokenRejected {
+        operation: &'static str,
+        error: TokenRejected,
+    },
 }
 
 impl CallError {
-    /// Returns the `extensions.code` of a GraphQL error, or [`TRANSPORT_ERROR`].
+    /// Returns the `extensions.code` of a GraphQL error, [`TRANSPORT_ERROR`], or
+    /// `UNAUTHENTICATED` for a rejected token.
     pub fn code(&self) -> &str {
         match self {
             CallError::GraphQl { code, .. } => code,
             CallError::Transport { .. } => TRANSPORT_ERROR,
+            CallError::TokenRejected { .. } => UNAUTHENTICATED,
         }
     }
 }
@@ -75,19 +88,26 @@ pub struct Api {
     http: reqwest::Client,
     endpoint: Url,
     websocket: Url,
+    token: TokenArgs,
     permits: Semaphore,
     stats: Arc<Stats>,
     consecutive_transport_failures: AtomicU32,
     last_transport_error: Mutex<Option<String>>,
+    token_rejected: Mutex<Option<TokenRejected>>,
 }
 
 impl Api {
     /// Creates a client of the server at `base` (such as `http://127.0.0.1:8080`) that keeps
-    /// at most `concurrency` requests in flight.
+    /// at most `concurrency` requests in flight and sends `token` with each.
     ///
     /// # Errors
     /// `base` is not an `http` or `https` URL.
-    pub fn new(base: &str, concurrency: usize, stats: Arc<Stats>) -> anyhow::Result<Self> {
+    pub fn new(
+        base: &str,
+        concurrency: usize,
+        token: &TokenArgs,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<Self> {
         let base = Url::parse(&format!("{}/", base.trim_end_matches('/')))
             .with_context(|| format!("invalid --server URL {base:?}"))?;
         let ws_scheme = match base.scheme() {
@@ -105,17 +125,25 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(concurrency)
+            .default_headers(token.default_headers())
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {
             http,
             endpoint,
             websocket,
+            token: token.clone(),
             permits: Semaphore::new(concurrency.max(1)),
             stats,
             consecutive_transport_failures: AtomicU32::new(0),
             last_transport_error: Mutex::new(None),
+            token_rejected: Mutex::new(None),
         })
+    }
+
+    /// Returns the token that the HTTP client and the WebSocket subscriber send.
+    pub fn token(&self) -> &TokenArgs {
+        &self.token
     }
 
     pub fn endpoint(&self) -> &Url {
@@ -130,7 +158,8 @@ impl Api {
     /// Sends `{ __typename }` once, outside the statistics.
     ///
     /// # Errors
-    /// A message naming the URL when the server cannot be reached or does not speak GraphQL.
+    /// [`TokenRejected`] on HTTP 401, or a message naming the URL when the server cannot be
+    /// reached or does not speak GraphQL.
     pub async fn check_reachable(&self) -> anyhow::Result<()> {
         let response = self
             .http
@@ -153,6 +182,12 @@ impl Api {
                 self.endpoint
             )
         })?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let rejected = self
+                .token
+                .http_rejected(self.endpoint.as_str(), first_error_message(&body));
+            return Err(rejected.into());
+        }
         if body.pointer("/data/__typename").is_none() {
             anyhow::bail!(
                 "{} responded with HTTP {status} without data: {body}; is --server a mobility server?",
@@ -163,10 +198,11 @@ impl Api {
     }
 
     /// Runs one operation and returns the value of its root field, which must be named
-    /// `operation`. Records the latency and, on failure, the error code.
+    /// `operation`. Records the latency and, on failure, the error code; an HTTP 401 is
+    /// recorded only for [`Api::stop_reason`].
     ///
     /// # Errors
-    /// The first GraphQL error of the response, or a transport failure.
+    /// The first GraphQL error of the response, a transport failure, or a rejected token.
     pub async fn call<T: DeserializeOwned>(
         &self,
         operation: &'static str,
@@ -186,6 +222,20 @@ impl Api {
                     .last_transport_error
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.clone());
+            }
+            Err(CallError::TokenRejected { error, .. }) => {
+                let mut rejected = self
+                    .token_rejected
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if rejected.is_none() {
+                    tracing::error!(
+                        operation,
+                        "the server rejected the token with HTTP 401; stopping the replay"
+                    );
+                    *rejected = Some(error.clone());
+                }
+                return result;
             }
         }
         if let Err(error) = &result
@@ -217,6 +267,13 @@ impl Api {
             .send()
             .await;
         let body = match sent {
+            Ok(response) if response.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                let body: Value = response.json().await.unwrap_or_default();
+                let error = self
+                    .token
+                    .http_rejected(self.endpoint.as_str(), first_error_message(&body));
+                return Err(CallError::TokenRejected { operation, error });
+            }
             Ok(response) => {
                 let status = response.status();
                 response
@@ -252,9 +309,17 @@ impl Api {
             .map_err(|e| transport(format!("unexpected shape of data.{operation}: {e}")))
     }
 
-    /// Returns the last transport error once so many requests in a row failed that the server
-    /// is probably gone.
-    pub fn unreachable(&self) -> Option<String> {
+    /// Returns why the replay must stop: the server rejected the token, or so many requests
+    /// in a row got no response that the server is probably gone (with the last transport
+    /// error).
+    pub fn stop_reason(&self) -> Option<String> {
+        if let Some(rejected) = &*self
+            .token_rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            return Some(rejected.to_string());
+        }
         let failures = self.consecutive_transport_failures.load(Ordering::Relaxed);
         if failures < MAX_CONSECUTIVE_TRANSPORT_FAILURES {
             return None;
@@ -266,7 +331,8 @@ impl Api {
             .clone()
             .unwrap_or_default();
         Some(format!(
-            "{failures} requests in a row to {} failed; last error: {last}",
+            "the server stopped responding: {failures} requests in a row to {} failed; \
+             last error: {last}",
             self.endpoint
         ))
     }
@@ -292,18 +358,20 @@ mod tests {
     #[test]
     fn urls_from_base() {
         let stats = Arc::new(Stats::default());
-        let api = Api::new("http://127.0.0.1:8080", 4, stats.clone()).unwrap();
+        let token = TokenArgs::default();
+        let api = Api::new("http://127.0.0.1:8080", 4, &token, stats.clone()).unwrap();
         assert_eq!(api.endpoint().as_str(), "http://127.0.0.1:8080/graphql");
         assert_eq!(
             api.websocket_url().as_str(),
             "ws://127.0.0.1:8080/graphql/ws"
         );
-        let prefixed = Api::new("https://example.test/mobility/", 4, stats.clone()).unwrap();
+        let prefixed =
+            Api::new("https://example.test/mobility/", 4, &token, stats.clone()).unwrap();
         assert_eq!(
             prefixed.websocket_url().as_str(),
             "wss://example.test/mobility/graphql/ws"
         );
-        assert!(Api::new("ftp://127.0.0.1", 4, stats.clone()).is_err());
-        assert!(Api::new("not a url", 4, stats).is_err());
+        assert!(Api::new("ftp://127.0.0.1", 4, &token, stats.clone()).is_err());
+        assert!(Api::new("not a url", 4, &token, stats).is_err());
     }
 }

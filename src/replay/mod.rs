@@ -47,6 +47,9 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub server: String,
 
+    #[command(flatten)]
+    pub token: crate::loadgen::token::TokenArgs,
+
     /// Folder that contains porto_taxi_trips.csv and porto_taxi_pings.csv.gz.
     #[arg(long, default_value = "data/porto")]
     pub data_dir: PathBuf,
@@ -185,8 +188,8 @@ impl Replay {
 /// Runs the replay and prints its summary.
 ///
 /// # Errors
-/// Invalid arguments, unreadable data, an unreachable server, failed account set-up or a
-/// server that stops responding during the run.
+/// Invalid arguments, unreadable data, an unreachable server, a missing or rejected token,
+/// failed account set-up or a server that stops responding during the run.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     args.validate()?;
     let all = data::load(&args.data_dir)?;
@@ -222,7 +225,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     );
 
     let stats = Arc::new(Stats::default());
-    let api = Api::new(&args.server, args.concurrency, stats.clone())?;
+    let api = Api::new(&args.server, args.concurrency, &args.token, stats.clone())?;
     api.check_reachable().await?;
 
     let setup_bar = ProgressBar::new(0).with_style(bar_style("accounts")?);
@@ -244,7 +247,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         c.trips_skipped_no_coordinates = skipped;
     });
 
-    let subscriber = subscription::start(api.websocket_url()).await?;
+    let subscriber = subscription::start(api.websocket_url(), api.token()).await?;
     // NOTE: graphql-transport-ws does not acknowledge a subscribe message, so this pause
     // only makes it likely that the server registered the subscription before the first
     // trip event.

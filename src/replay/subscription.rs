@@ -20,6 +20,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use url::Url;
 
+use crate::loadgen::token::TokenArgs;
+
 /// Time limit of the connection and of the server's `connection_ack`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,12 +54,13 @@ pub struct Subscriber {
     received: Arc<AtomicU64>,
 }
 
-/// Connects to `url`, completes the `graphql-transport-ws` handshake and subscribes to
-/// `liveTrips`.
+/// Connects to `url`, completes the `graphql-transport-ws` handshake with `token` in the
+/// `connection_init` payload and subscribes to `liveTrips`.
 ///
 /// # Errors
-/// The connection, the handshake or the subscribe message failed or timed out.
-pub async fn start(url: &Url) -> anyhow::Result<Subscriber> {
+/// The connection, the handshake or the subscribe message failed or timed out, or the server
+/// rejected the token ([`crate::loadgen::token::TokenRejected`]).
+pub async fn start(url: &Url, token: &TokenArgs) -> anyhow::Result<Subscriber> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -71,11 +74,7 @@ pub async fn start(url: &Url) -> anyhow::Result<Subscriber> {
         .with_context(|| format!("WebSocket connection to {url} timed out"))?
         .with_context(|| format!("WebSocket connection to {url} failed"))?;
 
-    send_json(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await?;
+    send_json(&mut socket, token.connection_init()).await?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
         let message = tokio::time::timeout_at(deadline, socket.next())
@@ -83,9 +82,12 @@ pub async fn start(url: &Url) -> anyhow::Result<Subscriber> {
             .with_context(|| format!("no connection_ack from {url} within 5 s"))?;
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                return Err(token.closed_before_ack(url.as_str(), frame.as_ref()));
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => bail!("WebSocket handshake with {url} failed: {e}"),
-            None => bail!("{url} closed the WebSocket before connection_ack"),
+            None => return Err(token.closed_before_ack(url.as_str(), None)),
         };
         let message: Value = serde_json::from_str(text.as_str())
             .with_context(|| format!("{url} sent a message that is not JSON: {text}"))?;
@@ -209,5 +211,25 @@ impl Subscriber {
                 ..SubscriptionReport::default()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::token::{TokenRejected, rejecting_server};
+
+    #[tokio::test]
+    async fn close_4403_stops_with_rejected_token() {
+        let (url, server) = rejecting_server().await;
+        let secret = crate::auth::tokens::generate_secret();
+        let token = TokenArgs {
+            token: Some(secret.parse().unwrap()),
+        };
+        let error = start(&url, &token).await.unwrap_err();
+        assert!(error.is::<TokenRejected>(), "{error:#}");
+        let init = server.await.unwrap();
+        assert_eq!(init["type"], "connection_init");
+        assert_eq!(init["payload"]["authorization"], format!("Bearer {secret}"));
     }
 }

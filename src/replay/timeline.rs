@@ -122,16 +122,16 @@ fn next_stop(events: &[Event], cursor: usize) -> Option<i64> {
 /// takes every taxi offline.
 ///
 /// # Errors
-/// The server stopped responding.
+/// The server stopped responding or rejected the token.
 pub async fn run(replay: Arc<Replay>, progress: &ProgressBar) -> anyhow::Result<()> {
     let events = build_events(&replay.data, replay.settings.requests_first);
     let unpaced = replay.time.speed == Speed::Unlimited;
     let mut flows = JoinSet::new();
     let mut cursor = 0;
     loop {
-        if let Some(message) = replay.api.unreachable() {
+        if let Some(reason) = replay.api.stop_reason() {
             flows.abort_all();
-            anyhow::bail!("stopping the replay because the server stopped responding: {message}");
+            anyhow::bail!("stopping the replay: {reason}");
         }
         let horizon = match replay.time.data_time_at(Instant::now()) {
             Some(ts) => ts,

@@ -4,6 +4,7 @@
 
 mod access;
 mod accounts;
+mod admin;
 mod matching;
 mod query;
 mod subscription;
@@ -14,7 +15,7 @@ use async_graphql::{MergedObject, MergedSubscription};
 
 /// Root of all queries.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(query::Query, matching::MatchingQuery);
+pub struct QueryRoot(query::Query, matching::MatchingQuery, admin::AdminQuery);
 
 /// Root of all mutations.
 #[derive(MergedObject, Default)]
@@ -22,6 +23,7 @@ pub struct MutationRoot(
     accounts::AccountMutation,
     tracking::TrackingMutation,
     trips::TripMutation,
+    admin::AdminMutation,
 );
 
 /// Root of all subscriptions.

@@ -76,6 +76,8 @@ pub enum TripEventKind {
     Completed,
     Cancelled,
     Rated,
+    /// A party got the other party's phone number through `requestContact`.
+    ContactShared,
 }
 
 /// Result of one location update.

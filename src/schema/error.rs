@@ -2,18 +2,23 @@
 //! `extensions.code` to the errors async-graphql raises itself.
 //!
 //! Codes: `BAD_USER_INPUT` (with `field`), `NOT_FOUND`, `INVALID_TRANSITION`, `CONFLICT`,
-//! `FORBIDDEN`, `UNAUTHENTICATED`, `SERVICE_UNAVAILABLE` (database unreachable; retry), `INTERNAL_SERVER_ERROR`,
-//! `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`.
+//! `FORBIDDEN`, `UNAUTHENTICATED`, `RATE_LIMITED` (with `retryAfterSeconds`),
+//! `SERVICE_UNAVAILABLE` (database unreachable; retry), `INTERNAL_SERVER_ERROR`,
+//! `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, and `LIMIT_EXCEEDED` from
+//! [`crate::limits`] (a request over a size limit).
 
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
     Error, ErrorExtensions, ID, Response, ServerError, ServerResult, ValidationResult, Variables,
 };
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use tracing::error;
 
 use crate::error::ServiceError;
@@ -29,6 +34,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::Conflict(_) => "CONFLICT",
         ServiceError::Forbidden(_) => "FORBIDDEN",
         ServiceError::Unauthenticated(_) => "UNAUTHENTICATED",
+        ServiceError::RateLimited { .. } => "RATE_LIMITED",
         ServiceError::Database(_) if e.is_unavailable() => "SERVICE_UNAVAILABLE",
         ServiceError::Database(_) => "INTERNAL_SERVER_ERROR",
     }
@@ -51,6 +57,12 @@ pub fn api_error(e: ServiceError) -> Error {
                     "tripStatus",
                     crate::schema::enums::TripStatus::from(source.from),
                 );
+            })
+        }
+        ServiceError::RateLimited { retry_after_s, .. } => {
+            Error::new(message).extend_with(|_, ext| {
+                ext.set("code", code);
+                ext.set("retryAfterSeconds", retry_after_s);
             })
         }
         ServiceError::Database(cause) if code == "SERVICE_UNAVAILABLE" => {
@@ -132,6 +144,45 @@ fn ensure_code(mut err: ServerError, code: &str) -> ServerError {
 
 #[async_trait::async_trait]
 impl Extension for ErrorCodesExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        // async-graphql 7.2.1 selects the operation after the validation hook, so an
+        // `operationName` that names no operation of the document, or its absence from a
+        // document of several, reaches here without a code.
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(|e| ensure_code(e, "GRAPHQL_VALIDATION_FAILED"))
+            .collect();
+        response
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        // Subscriptions skip the `request` and `execute` hooks, so their errors get codes here.
+        // An error without a path is about the request, such as an `operationName` that selects
+        // no operation. An error with a path comes from coercing an argument.
+        next.run(ctx, stream)
+            .map(|mut response| {
+                response.errors = std::mem::take(&mut response.errors)
+                    .into_iter()
+                    .map(|e| {
+                        let code = if e.path.is_empty() {
+                            "GRAPHQL_VALIDATION_FAILED"
+                        } else {
+                            "BAD_USER_INPUT"
+                        };
+                        ensure_code(e, code)
+                    })
+                    .collect();
+                response
+            })
+            .boxed()
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -139,6 +190,13 @@ impl Extension for ErrorCodesExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // Checked before the parser runs, which would overflow the stack on deep nesting.
+        if let Err(message) = super::nesting::check(query) {
+            return Err(ensure_code(
+                ServerError::new(message, None),
+                "GRAPHQL_PARSE_FAILED",
+            ));
+        }
         next.run(ctx, query, variables)
             .await
             .map_err(|e| ensure_code(e, "GRAPHQL_PARSE_FAILED"))

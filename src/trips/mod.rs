@@ -9,6 +9,7 @@
 //! accept or cancel. After commit the in-memory indexes are updated and the change is
 //! published to subscribers.
 
+mod contact;
 mod expiry;
 mod lifecycle;
 mod reads;
@@ -22,6 +23,7 @@ use entity::enums::{TripEventKind, TripStatus, VehicleType};
 use entity::{trip, trip_event};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
+pub use contact::{ContactHandoff, ContactLimiter};
 pub use expiry::run_offer_expiry;
 pub use reads::TripFilter;
 pub use store::Actor;

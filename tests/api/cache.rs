@@ -1,6 +1,6 @@
-//! The profile cache in Redis, seen over HTTP: a second read of a driver comes from Redis, a
-//! write that changes a cached row deletes its key so the change shows at once, and with Redis
-//! unreachable every read still succeeds from PostgreSQL.
+//! The profile cache in Redis, seen over HTTP. A second read of a driver comes from Redis. A
+//! write that changes a cached row deletes its key, so the change shows at once. With Redis
+//! unreachable, every read still succeeds from PostgreSQL.
 //!
 //! These tests need PostgreSQL and Redis (`MOBILITY_TEST_REDIS_URL`, default 127.0.0.1:6379).
 //! Each server uses its own key prefix, so parallel tests do not share keys.
@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, test_redis_url, unique_redis_prefix};
+use crate::helpers::{Backend, TestApp, eventually, test_redis_url, unique_redis_prefix};
 
 /// TTL of the cached rows in these tests, in seconds.
 const TTL_SECONDS: u32 = 120;
@@ -25,8 +25,8 @@ const TRIP_PROFILES: &str = "query($t: ID!) { trip(id: $t) { \
 const RATE: &str = "mutation($t: ID!, $by: ActorInput!, $s: Int!) { \
     rateTrip(tripId: $t, by: $by, stars: $s) { stars } }";
 
-/// A server with the profile cache on, under a fresh prefix of the Redis at `redis_url`.
-/// Returns the app and the prefix.
+/// Starts a server with the profile cache on, under a fresh prefix of the Redis at
+/// `redis_url`, and returns the app and the prefix.
 async fn cached_app(redis_url: &str) -> (TestApp, String) {
     let prefix = unique_redis_prefix();
     let app = TestApp::spawn_with(Backend::Postgres, |config| {
@@ -47,7 +47,7 @@ async fn redis(url: &str) -> MultiplexedConnection {
         .unwrap_or_else(|e| panic!("cannot connect to Redis at {url}: {e}"))
 }
 
-/// The cached JSON of `kind` (`driver`, `rider` or `vehicle`) `id`, if any.
+/// Reads the cached JSON of `kind` (`driver`, `rider` or `vehicle`) `id`, if any.
 async fn cached(
     redis: &mut MultiplexedConnection,
     prefix: &str,
@@ -59,6 +59,18 @@ async fn cached(
         .await
         .expect("Redis GET");
     text.map(|t| serde_json::from_str(&t).expect("cached value is JSON"))
+}
+
+/// Waits until Redis has a cached `kind` `id`, which the loader writes back from a background
+/// task, and returns its JSON.
+async fn cached_soon(redis: &MultiplexedConnection, prefix: &str, kind: &str, id: &str) -> Value {
+    let key = format!("{prefix}:{kind}:{id} in Redis");
+    eventually(&key, || {
+        let mut redis = redis.clone();
+        let (prefix, kind, id) = (prefix.to_owned(), kind.to_owned(), id.to_owned());
+        async move { cached(&mut redis, &prefix, &kind, &id).await }
+    })
+    .await
 }
 
 /// Names and plates of the drivers `nearbyDrivers` returns at the pickup, by driver id.
@@ -111,14 +123,10 @@ async fn second_read_hits_cache() {
     let (id, name, plate) = first[0].clone();
     assert_eq!(id, driver);
 
-    let row = cached(&mut redis, &prefix, "driver", &driver)
-        .await
-        .expect("the first read caches the driver");
+    let row = cached_soon(&redis, &prefix, "driver", &driver).await;
     assert_eq!(row["name"], name.as_str());
     let vehicle_id = row["vehicle_id"].to_string();
-    let vehicle = cached(&mut redis, &prefix, "vehicle", &vehicle_id)
-        .await
-        .expect("the first read caches the vehicle");
+    let vehicle = cached_soon(&redis, &prefix, "vehicle", &vehicle_id).await;
     assert_eq!(vehicle["plate"], plate.as_str());
     let ttl: i64 = redis
         .ttl(format!("{prefix}:driver:{driver}"))
@@ -167,12 +175,7 @@ async fn writes_invalidate_cached_rows() {
     // The offer's driver field loads the driver through the cache.
     let offer = app.offer_trip(&trip, &driver).await;
     assert!(offer.get("errors").is_none(), "{offer}");
-    assert!(
-        cached(&mut redis, &prefix, "driver", &driver)
-            .await
-            .is_some(),
-        "the offer read caches the driver"
-    );
+    cached_soon(&redis, &prefix, "driver", &driver).await;
 
     // Accepting the offer adds to the driver's accepted offers.
     let accepted = app.driver_step("acceptTrip", &trip, &driver).await;
@@ -191,15 +194,9 @@ async fn writes_invalidate_cached_rows() {
     let before = app.ok(TRIP_PROFILES, json!({ "t": trip })).await;
     assert_eq!(before["trip"]["rider"]["rating"]["count"], 0);
     assert_eq!(before["trip"]["driver"]["offersAccepted"], 1);
-    let cached_rider = cached(&mut redis, &prefix, "rider", &rider)
-        .await
-        .expect("the trip read caches the rider");
+    let cached_rider = cached_soon(&redis, &prefix, "rider", &rider).await;
     assert_eq!(cached_rider["rating_count"], 0);
-    assert!(
-        cached(&mut redis, &prefix, "driver", &driver)
-            .await
-            .is_some()
-    );
+    cached_soon(&redis, &prefix, "driver", &driver).await;
 
     // The driver rates the rider: the rider row changes, and the next read shows it.
     app.ok(
@@ -214,9 +211,7 @@ async fn writes_invalidate_cached_rows() {
     let after = app.ok(TRIP_PROFILES, json!({ "t": trip })).await;
     assert_eq!(after["trip"]["rider"]["rating"]["count"], 1);
     assert_eq!(after["trip"]["rider"]["rating"]["average"], 4.0);
-    let cached_rider = cached(&mut redis, &prefix, "rider", &rider)
-        .await
-        .expect("the read caches the rider again");
+    let cached_rider = cached_soon(&redis, &prefix, "rider", &rider).await;
     assert_eq!(cached_rider["rating_count"], 1);
 
     // The rider rates the driver: the driver row changes.
@@ -232,9 +227,7 @@ async fn writes_invalidate_cached_rows() {
         "a rating of the driver invalidates the driver"
     );
     app.ok(TRIP_PROFILES, json!({ "t": trip })).await;
-    let cached_driver = cached(&mut redis, &prefix, "driver", &driver)
-        .await
-        .expect("the read caches the driver again");
+    let cached_driver = cached_soon(&redis, &prefix, "driver", &driver).await;
     assert_eq!(cached_driver["rating_count"], 1);
     assert_eq!(cached_driver["rating_sum"], 5);
     app.stop().await;
@@ -268,5 +261,34 @@ async fn unreachable_redis_reads_succeed() {
 
     let errors = metric(&app, "mobility_redis_errors_total{operation=\"cache\"}").await;
     assert!(errors.unwrap_or(0.0) >= 1.0, "cache errors: {errors:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_off_writes_no_keys() {
+    let url = test_redis_url().await;
+    let mut redis = redis(&url).await;
+    let prefix = unique_redis_prefix();
+    let app = TestApp::spawn_with(Backend::Postgres, |config| {
+        config.redis_url = Some(url.clone());
+        config.redis_prefix = prefix.clone();
+        config.profile_cache = false;
+    })
+    .await;
+    let driver = app.online_driver("MOTO", PICKUP.0, PICKUP.1).await;
+
+    for _ in 0..2 {
+        let drivers = nearby_profiles(&app).await;
+        assert_eq!(drivers.len(), 1, "{drivers:?}");
+        assert_eq!(drivers[0].0, driver);
+    }
+    // Give a write-back, which would run in a background task, time to land.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        cached(&mut redis, &prefix, "driver", &driver)
+            .await
+            .is_none(),
+        "MOBILITY_PROFILE_CACHE=false cached the driver"
+    );
     app.stop().await;
 }

@@ -352,6 +352,19 @@ impl TestApp {
         query: &str,
         variables: Value,
     ) -> Subscription {
+        self.subscribe_as(ADMIN_TOKEN, protocol, query, variables)
+            .await
+    }
+
+    /// Opens a WebSocket subscription with `protocol`, authenticated with `token`, and waits
+    /// for the server's ack.
+    pub async fn subscribe_as(
+        &self,
+        token: &str,
+        protocol: Protocol,
+        query: &str,
+        variables: Value,
+    ) -> Subscription {
         let mut request = format!("ws://{}/graphql/ws", self.addr)
             .into_client_request()
             .expect("WebSocket request");
@@ -372,7 +385,7 @@ impl TestApp {
         );
         send_json(
             &mut socket,
-            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {ADMIN_TOKEN}") } }),
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
         )
         .await;
         let mut sub = Subscription { socket, protocol };
@@ -626,4 +639,191 @@ pub fn assert_code(body: &Value, code: &str, what: &str) {
         body["errors"][0]["extensions"]["code"], code,
         "{what}: {body}"
     );
+}
+
+/// What a server answered to `connection_init`.
+#[derive(Debug, PartialEq)]
+#[allow(dead_code)]
+pub enum InitOutcome {
+    Ack,
+    /// A protocol message other than the ack, such as legacy `connection_error`.
+    Message(Value),
+    /// A close frame with its code and reason.
+    Closed(u16, String),
+}
+
+impl TestApp {
+    /// Opens a WebSocket with `protocol` (and `Authorization: Bearer <header_token>` on the
+    /// upgrade request when given), sends `connection_init` with `payload`, and returns the
+    /// server's first answer.
+    #[allow(dead_code)]
+    pub async fn connection_init(
+        &self,
+        protocol: Protocol,
+        header_token: Option<&str>,
+        payload: Value,
+    ) -> InitOutcome {
+        let mut request = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .expect("WebSocket request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.name()),
+        );
+        if let Some(token) = header_token {
+            request.headers_mut().insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).expect("header value"),
+            );
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        send_json(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        loop {
+            let message = tokio::time::timeout(MESSAGE_TIMEOUT, socket.next())
+                .await
+                .expect("no WebSocket message within the timeout");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON message");
+                    return match value["type"].as_str() {
+                        Some("connection_ack") => InitOutcome::Ack,
+                        _ => InitOutcome::Message(value),
+                    };
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return InitOutcome::Closed(code, reason);
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("WebSocket ended without an answer: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Raw WebSocket access for the limit tests, which open subscriptions one at a time and read
+/// how the server closes the connection.
+impl TestApp {
+    /// Opens a `graphql-transport-ws` connection with the admin token and waits for the ack.
+    /// Returns the error of a rejected upgrade, such as an HTTP 503.
+    #[allow(dead_code)]
+    pub async fn connect_ws(&self) -> Result<Subscription, tokio_tungstenite::tungstenite::Error> {
+        let protocol = Protocol::TransportWs;
+        let mut request = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .expect("WebSocket request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.name()),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut sub = Subscription { socket, protocol };
+        send_json(
+            &mut sub.socket,
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {ADMIN_TOKEN}") } }),
+        )
+        .await;
+        let ack = sub.next_message().await;
+        assert_eq!(ack["type"], "connection_ack", "expected ack, got {ack}");
+        Ok(sub)
+    }
+}
+
+impl Subscription {
+    /// Sends `subscribe` for `query` under `id` without waiting for anything.
+    #[allow(dead_code)]
+    pub async fn start(&mut self, id: &str, query: &str) {
+        send_json(
+            &mut self.socket,
+            json!({ "id": id, "type": "subscribe", "payload": { "query": query } }),
+        )
+        .await;
+    }
+
+    /// Sends `complete` for the subscription `id`.
+    #[allow(dead_code)]
+    pub async fn stop(&mut self, id: &str) {
+        send_json(&mut self.socket, json!({ "id": id, "type": "complete" })).await;
+    }
+
+    /// Sends a `ping` and waits for the `pong`. The server processes a connection's messages in
+    /// order, so the pong shows that it processed every earlier message without closing.
+    #[allow(dead_code)]
+    pub async fn ping_pong(&mut self) {
+        send_json(&mut self.socket, json!({ "type": "ping" })).await;
+        loop {
+            let message = self.next_message().await;
+            if message["type"] == "pong" {
+                return;
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; returns the close code and reason.
+    #[allow(dead_code)]
+    pub async fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            let message = tokio::time::timeout(MESSAGE_TIMEOUT, self.socket.next())
+                .await
+                .expect("no close frame within the timeout")
+                .expect("WebSocket ended without a close frame")
+                .expect("WebSocket error");
+            if let Message::Close(frame) = message {
+                let frame = frame.expect("close frame with a code");
+                return (frame.code.into(), frame.reason.to_string());
+            }
+        }
+    }
+
+    /// Closes the connection from the client side and waits for the server's close frame.
+    #[allow(dead_code)]
+    pub async fn close(mut self) {
+        self.socket.close(None).await.expect("WebSocket close");
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(MESSAGE_TIMEOUT, self.socket.next()).await
+        {
+        }
+    }
+}
+
+/// A fresh database for a server that runs outside this process, such as the `mobility`
+/// binary in the durability tests: a SQLite file in a temporary directory, or a new
+/// PostgreSQL database that [`FreshDatabase::drop_database`] removes.
+#[allow(dead_code)]
+pub struct FreshDatabase {
+    pub url: String,
+    store: Store,
+}
+
+#[allow(dead_code)]
+impl FreshDatabase {
+    pub async fn create(backend: Backend) -> FreshDatabase {
+        let (url, store) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                (url, Store::Sqlite(dir))
+            }
+            Backend::Postgres => create_postgres_database().await,
+        };
+        FreshDatabase { url, store }
+    }
+
+    /// Drops the PostgreSQL database, or deletes the SQLite file with its directory.
+    pub async fn drop_database(self) {
+        if let Store::Postgres { admin_url, name } = self.store
+            && let Ok(admin) = Database::connect(&admin_url).await
+        {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
 }

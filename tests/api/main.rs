@@ -3,11 +3,16 @@
 
 mod helpers;
 
+mod auth;
 mod cache;
 mod cluster;
 mod concurrency;
+mod durability;
 mod faults;
+mod fuzz;
+mod idempotency;
 mod inputs;
+mod limits;
 mod matching;
 mod observability;
 mod offers;

@@ -147,3 +147,52 @@ fn every_alert_has_runbook_section() {
         );
     }
 }
+
+/// Returns the environment variables of `mobility serve`, as clap declares them.
+fn serve_variables() -> std::collections::BTreeSet<String> {
+    use clap::Args;
+
+    let command = mobility::config::ServeConfig::augment_args(clap::Command::new("serve"));
+    command
+        .get_arguments()
+        .filter_map(|argument| argument.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn readme_lists_every_setting() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("## Configuration")
+        .expect("README has a Configuration section");
+    let section = &readme[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    let listed: std::collections::BTreeSet<String> = section[..end]
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    let variables = serve_variables();
+    assert!(
+        variables.contains("DATABASE_URL"),
+        "clap reports the variables: {variables:?}"
+    );
+    assert!(
+        variables.contains("REDIS_URL"),
+        "clap reports the variables: {variables:?}"
+    );
+    for variable in &variables {
+        assert!(
+            listed.contains(variable),
+            "{variable} is a setting of `mobility serve` but missing from README's Configuration table"
+        );
+    }
+    for variable in &listed {
+        assert!(
+            variable == "RUST_LOG" || variables.contains(variable),
+            "README's Configuration table lists {variable}, which `mobility serve` does not read"
+        );
+    }
+}
