@@ -38,10 +38,19 @@ const ACCEPT: &str = "mutation($t: ID!, $d: ID!) { acceptTrip(tripId: $t, driver
 /// Starts instance A on a fresh PostgreSQL database and instance B beside it, both on the
 /// Redis at `redis_url` under one fresh prefix, and waits until both are ready.
 async fn pair(redis_url: &str) -> (TestApp, TestApp) {
+    pair_with(redis_url, |_| {}).await
+}
+
+/// Like [`pair`], with `adjust` applied to both instances' settings.
+async fn pair_with(
+    redis_url: &str,
+    adjust: impl Fn(&mut mobility::config::ServeConfig),
+) -> (TestApp, TestApp) {
     let prefix = unique_redis_prefix();
     let configure = |config: &mut mobility::config::ServeConfig| {
         config.redis_url = Some(redis_url.to_owned());
         config.redis_prefix = prefix.clone();
+        adjust(config);
     };
     let a = TestApp::spawn_with(Backend::Postgres, configure).await;
     let b = a.sibling(configure).await;
@@ -265,6 +274,51 @@ async fn competing_accepts_on_two_instances_have_one_winner() {
         for app in [&a, &b] {
             wait_matched_at(app, winner, DRIVER_AT.0).await;
         }
+    }
+
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offer_expires_once_with_two_sweepers() {
+    let redis = test_redis_url().await;
+    // Both instances sweep every 50 ms, so both see the offer fall due.
+    let (a, b) = pair_with(&redis, |config| {
+        config.offer_ttl_seconds = 1;
+        config.offer_sweep_ms = 50;
+    })
+    .await;
+    let rider = a.rider().await;
+    let driver = a.online_driver("MOTO", DRIVER_AT.0, DRIVER_AT.1).await;
+    let trip = a.request_trip(&rider, "MOTO", PICKUP.0, PICKUP.1).await;
+    let mut follower = b
+        .subscribe(Protocol::TransportWs, TRIP_UPDATED, json!({ "t": trip }))
+        .await;
+    let offer = a.offer_trip(&trip, &driver).await;
+    assert!(offer.get("errors").is_none(), "{offer}");
+
+    let data = follower.next_data().await;
+    assert_eq!(data["tripUpdated"]["event"]["kind"], "OFFERED");
+    let data = follower.next_data().await;
+    assert_eq!(data["tripUpdated"]["event"]["kind"], "OFFER_EXPIRED");
+    let record = b.trip_record(&trip).await;
+    let expired = record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "OFFER_EXPIRED")
+        .count();
+    assert_eq!(expired, 1, "one expiry for two sweepers: {record}");
+    assert_eq!(record["offers"][0]["status"], "EXPIRED");
+    // The driver's declined-or-expired count went up once, on both instances.
+    for app in [&a, &b] {
+        let state = eventually("the expiry counted on both instances", || async {
+            let state = app.driver_state(&driver).await;
+            (state["offersRejected"] == 1).then_some(state)
+        })
+        .await;
+        assert_eq!(state["offersAccepted"], 0);
     }
 
     b.stop().await;
