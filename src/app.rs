@@ -9,6 +9,7 @@ use async_graphql::BatchRequest;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::State;
 use axum::extract::WebSocketUpgrade;
@@ -202,50 +203,57 @@ pub fn router(
     let max_body_bytes = limits.max_body_bytes;
     let websocket_limits = limits.websocket;
     let websocket_slots = crate::limits::WebSocketSlots::new(limits.max_websocket_connections);
-    let router = Router::new()
-        .route("/", root)
-        .route(
-            "/graphql",
-            get({
-                let schema = schema.clone();
-                let tokens = tokens.clone();
-                move |headers: HeaderMap, uri: Uri| graphql_get(schema, tokens, headers, uri)
-            })
-            .post({
-                let schema = schema.clone();
-                let tokens = tokens.clone();
-                let keys = IdempotencyStore::new(services.db.clone());
-                move |_: NotMultipart, headers: HeaderMap, request: GraphQLBatchRequest| async move {
+    let router =
+        Router::new()
+            .route("/", root)
+            .route(
+                "/graphql",
+                get({
+                    let schema = schema.clone();
+                    let tokens = tokens.clone();
+                    move |headers: HeaderMap, uri: Uri| graphql_get(schema, tokens, headers, uri)
+                })
+                .post({
+                    let schema = schema.clone();
+                    let tokens = tokens.clone();
+                    let keys = IdempotencyStore::new(services.db.clone());
+                    move |_: NotMultipart,
+                      headers: HeaderMap,
+                      request: Result<GraphQLBatchRequest, GraphQLRejection>| async move {
+                    let request = match request {
+                        Ok(request) => request,
+                        Err(rejection) => return body_rejection(&tokens, &headers, rejection).await,
+                    };
                     if let Some(response) = crate::limits::batch_rejection(&request.0, max_batch) {
                         return response;
                     }
                     graphql_post(schema, tokens, keys, headers, request).await
                 }
-            }),
-        )
-        .route(
-            "/graphql/ws",
-            get(move |headers: HeaderMap, upgrade: WebSocketUpgrade| {
-                graphql_ws(
-                    schema,
-                    tokens,
-                    headers,
-                    upgrade,
-                    websocket_limits,
-                    websocket_slots,
-                    shutdown,
-                    websockets.open(),
-                )
-            }),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_page))
-        .with_state(services)
-        .layer(RequestBodyLimitLayer::new(max_body_bytes))
-        .layer(axum::middleware::map_response(move |response| {
-            crate::limits::describe_payload_too_large(max_body_bytes, response)
-        }));
+                }),
+            )
+            .route(
+                "/graphql/ws",
+                get(move |headers: HeaderMap, upgrade: WebSocketUpgrade| {
+                    graphql_ws(
+                        schema,
+                        tokens,
+                        headers,
+                        upgrade,
+                        websocket_limits,
+                        websocket_slots,
+                        shutdown,
+                        websockets.open(),
+                    )
+                }),
+            )
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_page))
+            .with_state(services)
+            .layer(RequestBodyLimitLayer::new(max_body_bytes))
+            .layer(axum::middleware::map_response(move |response| {
+                crate::limits::describe_payload_too_large(max_body_bytes, response)
+            }));
     // CORS wraps the other layers, so that browsers can read their errors too.
     let router = match crate::limits::cors_layer(&limits.cors_origins) {
         Some(cors) => router.layer(cors),
@@ -324,10 +332,37 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NotMultipart {
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.trim().to_ascii_lowercase().starts_with("multipart/"));
         if multipart {
-            let message = "multipart requests are not supported; send application/json";
-            return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response());
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "BAD_REQUEST",
+                "multipart requests are not supported; send application/json",
+            ));
         }
         Ok(NotMultipart)
+    }
+}
+
+/// Builds the response to a POST body that is not a GraphQL request: 401 without a valid token, as for any
+/// request, otherwise 400 (413 for a body over the limit) with a coded GraphQL error.
+async fn body_rejection(
+    tokens: &Tokens,
+    headers: &HeaderMap,
+    rejection: GraphQLRejection,
+) -> Response {
+    if let Err(response) = authenticate(tokens, headers).await {
+        return response;
+    }
+    match rejection.0 {
+        async_graphql::ParseRequestError::PayloadTooLarge => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "LIMIT_EXCEEDED",
+            "request body too large",
+        ),
+        other => error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("invalid GraphQL request: {other}"),
+        ),
     }
 }
 
@@ -429,7 +464,7 @@ async fn graphql_get(
         Ok(request) => request,
         Err(e) => {
             let message = format!("invalid GraphQL GET request: {e}");
-            return (StatusCode::BAD_REQUEST, message).into_response();
+            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
         }
     };
     // async-graphql 7.2.1 reads only `operation_name`; the GraphQL over HTTP specification
@@ -440,13 +475,15 @@ async fn graphql_get(
             .map(|(_, value)| value.into_owned());
     }
     if selects_mutation(&request) {
-        let message = "mutations must be sent with POST";
-        return (
+        let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            message,
-        )
-            .into_response();
+            "METHOD_NOT_ALLOWED",
+            "mutations must be sent with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
     }
     GraphQLResponse::from(schema.execute(request.data(principal)).await).into_response()
 }
@@ -519,9 +556,9 @@ async fn healthz(State(services): State<Services>) -> impl IntoResponse {
 
 /// Readiness for a load balancer: 503 while the database does not respond, 200 otherwise. The
 /// JSON body names each dependency. With Redis configured but unreachable, or its events not
-/// received, the status is `degraded` and the code stays 200: every write still lands in the
-/// database and every instance still serves, only the live state of other instances arrives
-/// late, so routing away from every instance at once would turn a Redis outage into a full one.
+/// received, the status is `degraded` and the code stays 200. Every write still lands in the
+/// database and every instance still serves; only other instances' live state arrives late.
+/// Routing away from every instance at once would turn a Redis outage into a full one.
 async fn readyz(State(services): State<Services>) -> impl IntoResponse {
     use crate::metrics as m;
 

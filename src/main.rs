@@ -39,7 +39,7 @@ enum Command {
     /// Create, list and revoke API tokens in the database.
     Token {
         /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://...`.
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
         database_url: String,
         #[command(subcommand)]
         action: TokenAction,
@@ -71,8 +71,10 @@ enum TokenAction {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("mobility=info,tower_http=info"));
+    // Colour codes only on a terminal, so log files and pipelines get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     match format {
         LogFormat::Text => builder.init(),
@@ -107,7 +109,7 @@ async fn token_command(database_url: &str, action: TokenAction) -> anyhow::Resul
         println!("{}", mobility::auth::tokens::generate_secret());
         return Ok(());
     }
-    init_tracing(LogFormat::Text);
+    // No log output: standard output carries the secret, for `TOKEN=$(mobility token ...)`.
     let db = mobility::db::connect_and_migrate(database_url, 1).await?;
     let tokens = mobility::auth::Tokens::new(db);
     match action {
@@ -120,8 +122,11 @@ async fn token_command(database_url: &str, action: TokenAction) -> anyhow::Resul
                 .create(&name, role, subject_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot create the token: {e}"))?;
-            println!("token {} ({role}): {}", created.token.id, created.secret);
-            println!("The secret is shown only now; store it.");
+            println!("{}", created.secret);
+            eprintln!(
+                "token {} ({role}) created; its secret, on standard output, is shown only now",
+                created.token.id
+            );
         }
         TokenAction::List => {
             for token in tokens.list().await? {

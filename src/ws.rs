@@ -14,6 +14,7 @@ use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::auth::Tokens;
@@ -22,6 +23,11 @@ use crate::auth::Tokens;
 /// slow consumer. Events wait in bounded channels meanwhile and the oldest are skipped, so a
 /// stalled client never makes the server buffer without end.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Interval at which an open connection's token is checked again. Look-ups are cached for
+/// [`crate::auth::CACHE_TTL`], so a revoked token loses its subscriptions within the sum of
+/// the two on other instances, and within this interval on the one that revoked it.
+const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Close code of `graphql-transport-ws` for a rejected `connection_init`.
 pub const CLOSE_FORBIDDEN: u16 = 4403;
@@ -91,6 +97,7 @@ pub fn token_from_init(payload: &serde_json::Value) -> Option<String> {
             .map(|value| {
                 value
                     .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
                     .unwrap_or(value)
                     .trim()
                     .to_owned()
@@ -138,6 +145,11 @@ pub async fn serve<E: Executor>(
             bytes
         });
 
+    // The token the connection authenticated with, checked again every `RECHECK_INTERVAL` so
+    // a revoked token loses its open subscriptions too.
+    let authenticated: Arc<Mutex<Option<String>>> = Arc::default();
+    let recheck_tokens = tokens.clone();
+    let init_token = authenticated.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let Some(token) = token_from_init(&payload).or(header_token) else {
             return Err(async_graphql::Error::new(format!(
@@ -148,6 +160,7 @@ pub async fn serve<E: Executor>(
         match tokens.authenticate(&token).await {
             Ok(Some(principal)) => {
                 tracing::debug!(token.id = principal.token_id, role = %principal.role, "websocket authenticated");
+                *init_token.lock() = Some(token);
                 let mut data = Data::default();
                 data.insert(principal);
                 Ok(data)
@@ -169,9 +182,22 @@ pub async fn serve<E: Executor>(
         async_graphql::http::WebSocket::new(executor, input, protocol).on_connection_init(on_init);
     futures_util::pin_mut!(messages);
 
+    let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
+            _ = recheck.tick() => {
+                let token = authenticated.lock().clone();
+                if let Some(token) = token
+                    && let Ok(None) = recheck_tokens.authenticate(&token).await
+                {
+                    tracing::info!("websocket token revoked; closing the connection");
+                    close(&mut sink, CLOSE_FORBIDDEN, "token is unknown or revoked").await;
+                    return;
+                }
+                continue;
+            }
             _ = limit_rx.recv() => {
                 close(&mut sink, CLOSE_TOO_MANY_SUBSCRIPTIONS, &format!(
                     "more than {} subscriptions on one connection", limits.max_subscriptions

@@ -30,8 +30,13 @@ fn skip_lag<T>(item: Result<T, BroadcastStreamRecvError>, stream: &'static str) 
 }
 
 /// Checks that the caller may follow driver `driver_id`: unrestricted readers, the driver, and
-/// a rider whose active trip that driver drives.
-async fn check_location_read(ctx: &Context<'_>, services: &Services, driver_id: i64) -> Result<()> {
+/// a rider whose active trip that driver drives. Returns that trip's id for a rider, whose
+/// stream must end with the trip.
+async fn check_location_read(
+    ctx: &Context<'_>,
+    services: &Services,
+    driver_id: i64,
+) -> Result<Option<i64>> {
     let principal = caller(ctx)?;
     if principal.role == Role::Rider
         && let Some(rider_id) = principal.subject_id
@@ -44,11 +49,12 @@ async fn check_location_read(ctx: &Context<'_>, services: &Services, driver_id: 
             limit: Some(1),
         };
         let active = services.trips.trips(&filter).await.map_err(api_error)?;
-        if !active.is_empty() {
-            return Ok(());
+        if let Some(trip) = active.first() {
+            return Ok(Some(trip.id));
         }
     }
-    allowed(principal.read_driver(driver_id))
+    allowed(principal.read_driver(driver_id))?;
+    Ok(None)
 }
 
 #[Subscription]
@@ -61,15 +67,24 @@ impl Subscription {
     ) -> Result<impl Stream<Item = DriverLocation>> {
         let id = parse_id(&driver_id, "driverId")?;
         let services = ctx.data::<Services>()?;
-        check_location_read(ctx, services, id).await?;
+        let while_on_trip = check_location_read(ctx, services, id).await?;
         if services.tracking.live().get(id).is_none() {
             return Err(api_error(ServiceError::NotFound {
                 entity: "driver",
                 id,
             }));
         }
-        let stream = BroadcastStream::new(services.bus.subscribe_location(id)).filter_map(
-            move |item| async move {
+        let live = services.tracking.live().clone();
+        // A rider follows the driver only while the driver is on the rider's trip, so the
+        // first fix after the trip ends closes the stream.
+        let stream = BroadcastStream::new(services.bus.subscribe_location(id))
+            .take_while(move |_| {
+                let still = while_on_trip.is_none_or(|trip_id| {
+                    live.get(id).and_then(|d| d.active_trip_id) == Some(trip_id)
+                });
+                std::future::ready(still)
+            })
+            .filter_map(move |item| async move {
                 let event = skip_lag(item, "driverLocation")?;
                 Some(DriverLocation {
                     driver_id: ID(id.to_string()),
@@ -79,8 +94,7 @@ impl Subscription {
                     accuracy_meters: event.accuracy_m,
                     recorded_at: event.recorded_at,
                 })
-            },
-        );
+            });
         Ok(stream)
     }
 

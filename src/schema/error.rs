@@ -5,7 +5,9 @@
 //! `FORBIDDEN`, `UNAUTHENTICATED`, `RATE_LIMITED` (with `retryAfterSeconds`),
 //! `SERVICE_UNAVAILABLE` (database unreachable; retry), `INTERNAL_SERVER_ERROR`,
 //! `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, and `LIMIT_EXCEEDED` from
-//! [`crate::limits`] (a request over a size limit).
+//! [`crate::limits`] (a request over a size limit). The HTTP handlers in [`crate::app`] add
+//! `BAD_REQUEST`, `METHOD_NOT_ALLOWED` and `IDEMPOTENCY_KEY_REUSED` for requests that never
+//! reach execution.
 
 use std::sync::Arc;
 

@@ -96,6 +96,22 @@ async fn missing_bad_and_revoked_tokens_are_unauthenticated(backend: Backend) {
             "token {token:?}: {body}"
         );
     }
+    // The token is checked before the body: a bad body without a token is 401, with one 400.
+    for (client, expected, code_expected) in [
+        (reqwest::Client::new(), 401, "UNAUTHENTICATED"),
+        (crate::helpers::client(), 400, "BAD_REQUEST"),
+    ] {
+        let response = client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .body("{\"query\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert_eq!(code(&body), Some(code_expected), "{body}");
+    }
     let response = reqwest::Client::new()
         .get(app.url("/graphql?query=%7B__typename%7D"))
         .send()
@@ -552,7 +568,89 @@ async fn websocket_rejects_missing_and_bad_tokens(backend: Backend) {
     app.stop().await;
 }
 
+async fn revoked_token_loses_its_subscriptions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (secret, id) = token(&app, "DASHBOARD", None).await;
+    let mut live = app
+        .subscribe_as(
+            &secret,
+            Protocol::TransportWs,
+            "subscription { liveTrips { trip { id } } }",
+            json!({}),
+        )
+        .await;
+    app.ok(
+        "mutation($id: ID!) { revokeApiToken(id: $id) { revokedAt } }",
+        json!({ "id": id }),
+    )
+    .await;
+    // The connection checks its token every few seconds and closes once it is revoked.
+    let (code, reason) = live.close_frame().await;
+    assert_eq!(code, 4403, "{reason}");
+    app.stop().await;
+}
+
+async fn rider_stops_following_driver_after_trip(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let rider = app.rider().await;
+    let driver = app.online_driver("MOTO", PICKUP.0, PICKUP.1).await;
+    let (secret, _) = token(&app, "RIDER", Some(&rider)).await;
+    let follow = "subscription($d: ID!) { driverLocation(driverId: $d) { driverId } }";
+
+    let mut before = app
+        .subscribe_as(
+            &secret,
+            Protocol::TransportWs,
+            follow,
+            json!({ "d": driver }),
+        )
+        .await;
+    let error = before.next_error().await;
+    assert_eq!(
+        error["extensions"]["code"], "FORBIDDEN",
+        "no trip yet: {error}"
+    );
+
+    let trip = app.request_trip(&rider, "MOTO", PICKUP.0, PICKUP.1).await;
+    let body = app.driver_step("acceptTrip", &trip, &driver).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let mut during = app
+        .subscribe_as(
+            &secret,
+            Protocol::TransportWs,
+            follow,
+            json!({ "d": driver }),
+        )
+        .await;
+    app.update_location(
+        &driver,
+        json!({ "lat": PICKUP.0 + 0.0001, "lng": PICKUP.1 }),
+    )
+    .await;
+    let data = during.next_data().await;
+    assert_eq!(data["driverLocation"]["driverId"], driver.as_str());
+
+    for step in ["arriveAtPickup", "startTrip", "completeTrip"] {
+        let body = app.driver_step(step, &trip, &driver).await;
+        assert!(body.get("errors").is_none(), "{step}: {body}");
+    }
+    // The next fix after the trip ends completes the rider's stream instead of reaching it.
+    app.update_location(
+        &driver,
+        json!({ "lat": PICKUP.0 + 0.0002, "lng": PICKUP.1 }),
+    )
+    .await;
+    let message = during.next_message().await;
+    assert_eq!(
+        message["type"], "complete",
+        "stream ends with the trip: {message}"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
+    revoked_token_loses_its_subscriptions,
+    rider_stops_following_driver_after_trip,
     missing_bad_and_revoked_tokens_are_unauthenticated,
     driver_token_acts_only_for_its_driver,
     rider_token_acts_only_for_its_rider,

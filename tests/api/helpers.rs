@@ -451,7 +451,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// Next protocol message, answering pings and skipping keep-alives.
-    async fn next_message(&mut self) -> Value {
+    pub async fn next_message(&mut self) -> Value {
         loop {
             let message = tokio::time::timeout(MESSAGE_TIMEOUT, self.socket.next())
                 .await
