@@ -173,7 +173,7 @@ impl Services {
 /// a newcomer is never locked out and the server is never open.
 fn announce_first_admin_token(secret: &str) {
     println!(
-        "\nNo API token existed, so this first start created an admin token:\n\n    {secret}\n\n\
+        "\nNo usable admin token existed, so the server created one:\n\n    {secret}\n\n\
          It is shown only now; keep it. Send it as `Authorization: Bearer <token>` (in \
          GraphiQL, under Headers).\nCreate tokens for clients with the createApiToken mutation \
          or `mobility token create`.\n"

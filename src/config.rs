@@ -367,6 +367,19 @@ impl ServeConfig {
                 self.redis_prefix
             ));
         }
+        if let Some(token) = &self.admin_token {
+            let well_formed = token
+                .strip_prefix("mob_")
+                .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !well_formed {
+                // The value is a secret, so the message does not repeat it.
+                return Err(
+                    "MOBILITY_ADMIN_TOKEN must be mob_ followed by 64 hex digits; \
+                            `mobility token generate` prints one"
+                        .into(),
+                );
+            }
+        }
         if self.contact_requests_per_hour == 0 {
             return Err("MOBILITY_CONTACT_REQUESTS_PER_HOUR must be at least 1".into());
         }
@@ -502,6 +515,13 @@ mod tests {
                 "MOBILITY_LOCATION_STALE_SECONDS",
                 ServeConfig {
                     location_stale_seconds: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "MOBILITY_ADMIN_TOKEN",
+                ServeConfig {
+                    admin_token: Some("letmein".into()),
                     ..base.clone()
                 },
             ),

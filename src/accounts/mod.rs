@@ -260,9 +260,14 @@ pub fn parse_e164(phone: &str, field: &str) -> ServiceResult<String> {
         && digits.chars().all(|c| c.is_ascii_digit())
         && !digits.starts_with('0');
     if !valid {
+        // A long value is described, not echoed, so an error stays small whatever the input.
+        let shown = match phone.chars().count() {
+            0..=32 => format!("{phone:?}"),
+            n => format!("a value of {n} characters"),
+        };
         return Err(ServiceError::invalid(
             field,
-            format!("{phone:?} is not an E.164 number such as +250788123456"),
+            format!("{shown} is not an E.164 number such as +250788123456"),
         ));
     }
     Ok(compact)
@@ -271,6 +276,14 @@ pub fn parse_e164(phone: &str, field: &str) -> ServiceResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e164_error_does_not_echo_long_input() {
+        let long = "9".repeat(10_000);
+        let err = parse_e164(&long, "phone").unwrap_err().to_string();
+        assert!(err.contains("a value of 10000 characters"), "{err}");
+        assert!(err.len() < 200, "{err}");
+    }
 
     #[test]
     fn e164_accepts_and_normalizes() {

@@ -77,6 +77,12 @@ impl ContactLimiter {
     }
 }
 
+/// Returns the refusal reason for a trip its driver no longer holds.
+fn ended(status: entity::enums::TripStatus) -> String {
+    let status = sea_orm::ActiveEnum::to_value(&status);
+    format!("the trip is {status}; contacts are shared only while it is under way")
+}
+
 impl Trips {
     /// Returns the other party's contact to `actor`, a party to the trip: the rider gets the
     /// driver's, the driver the rider's. Both sides must be bound: the trip is accepted,
@@ -112,7 +118,8 @@ impl Trips {
                 }
                 match trip.driver_id {
                     Some(driver_id) if active => (ActorRole::Driver, driver_id),
-                    _ => return Err(refuse("no driver has accepted it")),
+                    Some(_) => return Err(refuse(&ended(trip.status))),
+                    None => return Err(refuse("no driver has accepted it")),
                 }
             }
             ActorRole::Driver => {
@@ -125,6 +132,9 @@ impl Trips {
                     .await?
                     > 0;
                 if !(bound || offered) {
+                    if trip.driver_id == Some(actor_id) {
+                        return Err(refuse(&ended(trip.status)));
+                    }
                     return Err(refuse("neither its active driver nor offered it"));
                 }
                 (ActorRole::Rider, trip.rider_id)
