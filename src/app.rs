@@ -2,6 +2,7 @@
 //! and shuts down cleanly. `main` and the integration tests start the server the same way.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ use crate::idempotency::{self, IdempotencyStore};
 use crate::matching::{EtaModel, MatchConfig, Matcher};
 use crate::schema::{self, MobilitySchema};
 use crate::tracking::{FixRules, Tracking, TrackingConfig, load_live_drivers};
-use crate::trips::{ContactLimiter, TripConfig, Trips, load_open_requests, run_offer_expiry};
+use crate::trips::{TripConfig, Trips, load_open_requests, run_offer_expiry};
 
 /// Every service, shared by the resolvers through the schema data.
 #[derive(Debug, Clone)]
@@ -55,7 +56,7 @@ pub struct Services {
     pub profiles: SharedProfileCache,
     pub tokens: Tokens,
     /// Rate of `requestContact` per token.
-    pub contact_limiter: ContactLimiter,
+    pub contact_limiter: crate::limits::KeyedLimiter,
 }
 
 impl Services {
@@ -161,9 +162,8 @@ impl Services {
             cluster,
             profiles,
             tokens,
-            contact_limiter: ContactLimiter::new(
-                config.contact_requests_per_hour,
-                Duration::from_secs(3_600),
+            contact_limiter: crate::limits::KeyedLimiter::per_hour(
+                NonZeroU32::new(config.contact_requests_per_hour).unwrap_or(NonZeroU32::MIN),
             ),
         })
     }

@@ -37,9 +37,6 @@ pub enum ServiceError {
     /// The caller is not a party to the object it acts on, or its role may not do this.
     #[error("{0}")]
     Forbidden(String),
-    /// The caller sent too many requests of a kind; it may retry after `retry_after_s`.
-    #[error("too many {what}; retry in {retry_after_s} s")]
-    RateLimited { what: String, retry_after_s: u64 },
     /// The request has no token, or one that is unknown or revoked.
     #[error("{0}")]
     Unauthenticated(String),

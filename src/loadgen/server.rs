@@ -14,7 +14,7 @@ use url::Url;
 
 use super::points::{self, Stream};
 use super::runner::{self, Done, Limits, RunResult, Worker};
-use super::token::{TokenArgs, first_error_message};
+use super::token::{TokenArgs, check_server, first_error_message};
 use super::{DriverCursor, NearbyQuery, RunArgs, RunMeta, TargetArgs};
 
 /// Time limit of one HTTP request.
@@ -117,34 +117,7 @@ impl ServerClient {
     /// [`super::token::TokenRejected`] on HTTP 401, or a message naming the URL when the
     /// server cannot be reached or returns no data.
     pub async fn check_token(&self) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(self.endpoint.clone())
-            .timeout(CHECK_TIMEOUT)
-            .json(&json!({ "query": "{ __typename }" }))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the mobility server at {}", self.endpoint))?;
-        let status = response.status();
-        let body: Value = response.json().await.with_context(|| {
-            format!(
-                "{} returned HTTP {status} without JSON; is --url a mobility server?",
-                self.endpoint
-            )
-        })?;
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            let rejected = self
-                .token
-                .http_rejected(self.endpoint.as_str(), first_error_message(&body));
-            return Err(rejected.into());
-        }
-        if body.pointer("/data/__typename").is_none() {
-            anyhow::bail!(
-                "{} returned HTTP {status} without data: {body}; is --url a mobility server?",
-                self.endpoint
-            );
-        }
-        Ok(())
+        check_server(&self.http, &self.endpoint, &self.token, "--url").await
     }
 
     /// Sends one GraphQL request and returns `data`.

@@ -180,6 +180,49 @@ impl TokenArgs {
 #[error("{0}")]
 pub struct TokenRejected(String);
 
+/// Sends `{ __typename }` to a server's GraphQL `endpoint`, so that an unreachable server or
+/// a missing or rejected token stops a tool before its work starts. `flag` names the option
+/// that sets the server's URL, for the messages.
+///
+/// # Errors
+/// [`TokenRejected`] on HTTP 401, or a message naming the URL when the server cannot be
+/// reached or returns no data.
+pub async fn check_server(
+    http: &reqwest::Client,
+    endpoint: &reqwest::Url,
+    token: &TokenArgs,
+    flag: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let response = http
+        .post(endpoint.clone())
+        .timeout(std::time::Duration::from_secs(5))
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the mobility server at {endpoint}; start it with `mobility serve` \
+                 or pass {flag}"
+            )
+        })?;
+    let status = response.status();
+    let body: Value = response.json().await.with_context(|| {
+        format!("{endpoint} returned HTTP {status} without JSON; is {flag} a mobility server?")
+    })?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        let rejected = token.http_rejected(endpoint.as_str(), first_error_message(&body));
+        return Err(rejected.into());
+    }
+    if body.pointer("/data/__typename").is_none() {
+        anyhow::bail!(
+            "{endpoint} returned HTTP {status} without data: {body}; is {flag} a mobility server?"
+        );
+    }
+    Ok(())
+}
+
 /// Returns the `message` of the first GraphQL error of a response body, or `""`.
 pub fn first_error_message(body: &Value) -> &str {
     body.pointer("/errors/0/message")

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::stats::Stats;
-use crate::loadgen::token::{TokenArgs, TokenRejected, first_error_message};
+use crate::loadgen::token::{TokenArgs, TokenRejected, check_server, first_error_message};
 
 /// Code counted for a request that got no GraphQL response: connection refused, timeout,
 /// or a body that is not GraphQL JSON.
@@ -161,40 +161,7 @@ impl Api {
     /// [`TokenRejected`] on HTTP 401, or a message naming the URL when the server cannot be
     /// reached or does not speak GraphQL.
     pub async fn check_reachable(&self) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(self.endpoint.clone())
-            .timeout(Duration::from_secs(5))
-            .json(&json!({ "query": "{ __typename }" }))
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the mobility server at {}; start it with `mobility serve` \
-                     or pass --server",
-                    self.endpoint
-                )
-            })?;
-        let status = response.status();
-        let body: Value = response.json().await.with_context(|| {
-            format!(
-                "{} responded with HTTP {status} without GraphQL JSON; is --server a mobility server?",
-                self.endpoint
-            )
-        })?;
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            let rejected = self
-                .token
-                .http_rejected(self.endpoint.as_str(), first_error_message(&body));
-            return Err(rejected.into());
-        }
-        if body.pointer("/data/__typename").is_none() {
-            anyhow::bail!(
-                "{} responded with HTTP {status} without data: {body}; is --server a mobility server?",
-                self.endpoint
-            );
-        }
-        Ok(())
+        check_server(&self.http, &self.endpoint, &self.token, "--server").await
     }
 
     /// Runs one operation and returns the value of its root field, which must be named

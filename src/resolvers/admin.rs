@@ -81,7 +81,10 @@ impl AdminMutation {
             _ => principal.act_for_driver(actor_id),
         })?;
         let services = ctx.data::<Services>()?;
-        allowed(services.contact_limiter.check(principal.token_id))?;
+        services
+            .contact_limiter
+            .check(principal.token_id)
+            .map_err(|e| e.into_error("contact requests"))?;
         let handoff = services
             .trips
             .request_contact(trip_id, actor)

@@ -36,7 +36,6 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::Conflict(_) => "CONFLICT",
         ServiceError::Forbidden(_) => "FORBIDDEN",
         ServiceError::Unauthenticated(_) => "UNAUTHENTICATED",
-        ServiceError::RateLimited { .. } => "RATE_LIMITED",
         ServiceError::Database(_) if e.is_unavailable() => "SERVICE_UNAVAILABLE",
         ServiceError::Database(_) => "INTERNAL_SERVER_ERROR",
     }
@@ -59,12 +58,6 @@ pub fn api_error(e: ServiceError) -> Error {
                     "tripStatus",
                     crate::schema::enums::TripStatus::from(source.from),
                 );
-            })
-        }
-        ServiceError::RateLimited { retry_after_s, .. } => {
-            Error::new(message).extend_with(|_, ext| {
-                ext.set("code", code);
-                ext.set("retryAfterSeconds", retry_after_s);
             })
         }
         ServiceError::Database(cause) if code == "SERVICE_UNAVAILABLE" => {

@@ -1,15 +1,10 @@
 //! Contact handoff: a party to a trip gets the other party's phone number, once both are bound
-//! by the trip or by a pending offer of it. Every handoff is an audit event of the trip, and
-//! each token may ask only so often.
-
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! by the trip or by a pending offer of it. Every handoff is an audit event of the trip; the
+//! resolver limits how often each token may ask.
 
 use chrono::Utc;
 use entity::enums::{ActorRole, OfferStatus, TripEventKind};
 use entity::{driver, offer, rider};
-use parking_lot::Mutex;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
 use tracing::{info, instrument};
 
@@ -28,53 +23,6 @@ pub struct ContactHandoff {
     pub name: String,
     /// Full E.164 number.
     pub phone: String,
-}
-
-/// Contact requests per key in a fixed window; over the limit, requests fail with
-/// `RateLimited` until the window ends. Per instance: with N instances behind a balancer a
-/// client gets at most N times the limit.
-#[derive(Debug, Clone)]
-pub struct ContactLimiter {
-    max: u32,
-    window: Duration,
-    counts: Arc<Mutex<HashMap<i64, (Instant, u32)>>>,
-}
-
-impl ContactLimiter {
-    pub fn new(max: u32, window: Duration) -> Self {
-        Self {
-            max,
-            window,
-            counts: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    /// Counts one request of `key`.
-    ///
-    /// # Errors
-    /// `RateLimited` with the seconds until the window ends, past `max` in the window.
-    pub fn check(&self, key: i64) -> ServiceResult<()> {
-        let now = Instant::now();
-        let mut counts = self.counts.lock();
-        // Forget finished windows, so the map holds only recent callers.
-        if counts.len() > 10_000 {
-            counts.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-        }
-        let (start, count) = counts.entry(key).or_insert((now, 0));
-        if now.duration_since(*start) >= self.window {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= self.max {
-            let retry_after = self.window.saturating_sub(now.duration_since(*start));
-            return Err(ServiceError::RateLimited {
-                what: "contact requests".into(),
-                retry_after_s: retry_after.as_secs().max(1),
-            });
-        }
-        *count += 1;
-        Ok(())
-    }
 }
 
 /// Returns the refusal reason for a trip its driver no longer holds.
@@ -188,29 +136,5 @@ impl Trips {
             name,
             phone,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limiter_allows_max_per_window_and_per_key() {
-        let limiter = ContactLimiter::new(2, Duration::from_secs(3_600));
-        assert!(limiter.check(1).is_ok());
-        assert!(limiter.check(1).is_ok());
-        let err = limiter.check(1).unwrap_err();
-        assert!(
-            matches!(err, ServiceError::RateLimited { retry_after_s, .. } if retry_after_s > 3_000)
-        );
-        assert!(limiter.check(2).is_ok(), "another key has its own count");
-    }
-
-    #[test]
-    fn limiter_resets_after_the_window() {
-        let limiter = ContactLimiter::new(1, Duration::ZERO);
-        assert!(limiter.check(1).is_ok());
-        assert!(limiter.check(1).is_ok(), "a zero window always starts anew");
     }
 }

@@ -23,7 +23,7 @@ use entity::enums::{TripEventKind, TripStatus, VehicleType};
 use entity::{trip, trip_event};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
-pub use contact::{ContactHandoff, ContactLimiter};
+pub use contact::ContactHandoff;
 pub use expiry::run_offer_expiry;
 pub use reads::TripFilter;
 pub use store::Actor;
