@@ -69,14 +69,14 @@ impl ServiceError {
         ServiceError::InvalidTransition { trip_id, source }
     }
 
-    /// Whether this is a database that cannot be reached, rather than a statement that
+    /// Returns whether this is a database that cannot be reached, rather than a statement that
     /// failed: the client may retry later.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ServiceError::Database(e) if database_unreachable(e))
     }
 }
 
-/// Whether `e` says the database could not be reached (no connection, a dropped one, a pool
+/// Returns whether `e` reports that the database could not be reached (no connection, a dropped one, a pool
 /// timeout), rather than that a statement failed.
 pub fn database_unreachable(e: &DbErr) -> bool {
     use sea_orm::RuntimeErr;

@@ -71,7 +71,7 @@ impl SharedEvent {
 /// Events waiting to be sent to the other instances, in publication order.
 ///
 /// Bounded: when the sender falls behind (Redis slow or down), new events are dropped and
-/// counted, and the next batch says how many, so receivers know to reload from storage.
+/// counted, and the next batch reports how many, so receivers reload from storage.
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<OutboxQueue>,
@@ -231,12 +231,12 @@ impl EventBus {
         }
     }
 
-    /// A fix to local subscribers only, such as one received from another instance.
+    /// Sends a fix to local subscribers only, such as one received from another instance.
     pub fn deliver_location(&self, event: DriverLocationEvent) {
         self.locations.publish(event.driver_id, event);
     }
 
-    /// A trip change to local subscribers only.
+    /// Sends a trip change to local subscribers only.
     pub fn deliver_trip(&self, event: TripUpdateEvent) {
         self.trips.publish(event.trip.id, event.clone());
         // An error only means no dashboard is subscribed, which is normal.

@@ -56,7 +56,7 @@ enum TokenAction {
         /// Driver id of a driver token, rider id of a rider token.
         #[arg(long)]
         subject_id: Option<i64>,
-        /// Who or what holds the token.
+        /// Holder of the token, such as a bridge or a driver's phone.
         #[arg(long)]
         name: String,
     },

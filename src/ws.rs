@@ -2,8 +2,8 @@
 //! codes, a bound on subscriptions per connection, dropping of clients that stop reading, and
 //! a close frame when the server shuts down.
 //!
-//! async-graphql runs the protocol (`graphql-transport-ws` or legacy `graphql-ws`); this module
-//! pumps messages between it and the socket and enforces what the protocol state machine
+//! async-graphql runs the protocol (`graphql-transport-ws` or legacy `graphql-ws`). This module
+//! pumps messages between it and the socket, and enforces what the protocol state machine
 //! leaves to the server.
 
 use std::collections::HashSet;

@@ -212,7 +212,7 @@ impl Principal {
         }
     }
 
-    /// Returns whether this principal sees the full phone number of a driver (`Role::Driver`)
+    /// Returns whether this principal may read the full phone number of a driver (`Role::Driver`)
     /// or rider (`Role::Rider`) with id `id`: admins and the person themself. Everyone else
     /// gets it masked and asks for a contact handoff.
     pub fn sees_phone_of(&self, role: Role, id: i64) -> bool {

@@ -3,9 +3,9 @@
 //! Each instance publishes the events of its own changes (accepted fixes, trip changes,
 //! drivers changed in storage) in batches, numbered per instance, on `<prefix>:events`, and
 //! applies what the others publish to its live registry, open requests and local
-//! subscribers. Pub/sub delivers at most once, so a receiver that misses a batch (a gap in
-//! the numbers, a batch that reports dropped events, or a lost subscription) reloads the live
-//! state from the database, which every instance writes before it publishes.
+//! subscribers. Pub/sub delivers at most once, so a receiver can miss a batch: a gap in the
+//! numbers, a batch that reports dropped events, or a lost subscription. It then reloads the
+//! live state from the database, which every instance writes before it publishes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::events::{Outbox, SharedEvent};
 use crate::metrics::{CLUSTER_MESSAGES, CLUSTER_RESYNCS};
 use crate::tracking::load_live_drivers;
 
-/// Most events in one published batch; about 250 bytes each as JSON.
+/// Maximum events in one published batch; a location event is about 180 bytes of JSON.
 const MAX_BATCH: usize = 500;
 /// Events queued for other instances before new ones are dropped (and receivers resync).
 pub const OUTBOX_CAPACITY: usize = 100_000;
@@ -78,7 +78,7 @@ impl Cluster {
         self.instance_id
     }
 
-    /// Whether this instance receives the other instances' events now.
+    /// Returns whether this instance receives the other instances' events now.
     pub fn is_subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
     }
@@ -103,7 +103,7 @@ pub async fn run_publisher(
         };
         seq = publish(&cluster, &channel, seq, events, dropped).await;
     }
-    // Changes made while shutting down still reach the others, if Redis answers.
+    // Changes made while shutting down still reach the others if Redis responds.
     let (events, dropped) = {
         let taken = tokio::time::timeout(Duration::from_millis(10), outbox.take()).await;
         taken.unwrap_or_default()

@@ -60,7 +60,7 @@ impl AdminMutation {
     }
 
     /// Gives a party of a trip the other party's full phone number and a chat link: the rider
-    /// gets the driver's once a driver accepted, a driver the rider's once it holds a pending
+    /// gets the driver's once a driver accepted, a driver the rider's once it has a pending
     /// offer or the accepted trip. Every handoff is recorded as a CONTACT_SHARED trip event,
     /// and each token may ask 10 times an hour by default.
     async fn request_contact(

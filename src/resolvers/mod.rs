@@ -1,5 +1,5 @@
 //! GraphQL root objects. A resolver parses its arguments, checks that the caller's role may
-//! do this (see [`crate::auth`]), calls one service method and converts the result; the rules
+//! do this (see [`crate::auth`]), calls one service method and converts the result. The rules
 //! live in the services.
 
 mod access;

@@ -102,7 +102,7 @@ impl Query {
         };
         let principal = caller(ctx)?;
         // A driver or rider token lists its own trips: the filter is narrowed, and asking for
-        // someone else's is refused rather than silently answered with one's own.
+        // someone else's is rejected rather than silently served with one's own.
         let own = match principal.role {
             Role::Driver => Some((&mut filter.driver_id, "filter.driverId")),
             Role::Rider => Some((&mut filter.rider_id, "filter.riderId")),

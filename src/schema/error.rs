@@ -75,7 +75,7 @@ pub fn api_error(e: ServiceError) -> Error {
 }
 
 /// The error a client sees for any internal failure.
-/// The error of a DataLoader read that failed: retryable when the database is unreachable,
+/// Converts a failed DataLoader read for the client: retryable when the database is unreachable,
 /// internal otherwise. Logged here with `what`, such as `driver 42`.
 pub fn load_error(e: &sea_orm::DbErr, what: std::fmt::Arguments<'_>) -> Error {
     crate::metrics::count_database_error();

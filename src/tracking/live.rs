@@ -74,7 +74,7 @@ struct Registry {
     generation: u64,
 }
 
-/// The later of two fixes by device time.
+/// Returns the later of two fixes by device time.
 fn newer_fix(a: Option<Fix>, b: Option<Fix>) -> Option<Fix> {
     match (a, b) {
         (Some(a), Some(b)) => Some(if b.recorded_at > a.recorded_at { b } else { a }),
@@ -198,7 +198,7 @@ impl LiveDrivers {
         self.registry.read().generation
     }
 
-    /// Applies a driver as storage holds it, read after [`Self::generation`] returned
+    /// Applies a driver as storage has it, read after [`Self::generation`] returned
     /// `seen_generation`: presence, vehicle and counters from storage, the newer of the two
     /// fixes, and the local trip binding, which trip events order. Returns `false`, changing
     /// nothing, if a local change landed since `seen_generation`: the read may predate it, so
@@ -235,8 +235,8 @@ impl LiveDrivers {
     }
 
     /// Replaces the registry with `snapshot`, read from storage after every trip event up to
-    /// `last_event_id` was stored, keeping local state that is newer than the snapshot: a
-    /// newer fix, a trip binding from a later event, and drivers the snapshot lacks.
+    /// `last_event_id` was stored. Local state newer than the snapshot stays: a newer fix, a
+    /// trip binding from a later event, and drivers the snapshot lacks.
     pub fn merge_snapshot(&self, snapshot: LiveDrivers, last_event_id: i64) {
         let mut drivers = std::mem::take(&mut snapshot.registry.write().drivers);
         let mut registry = self.registry.write();

@@ -305,8 +305,8 @@ impl Tracking {
             .await
     }
 
-    /// Applies a fix another instance accepted and stored, and tells local subscribers.
-    /// Returns `false` for a driver this instance does not know yet; the caller reads it
+    /// Applies a fix another instance accepted and stored, and publishes it to local
+    /// subscribers. Returns `false` for a driver missing from this instance's registry; the caller reads it
     /// from storage with [`Self::refresh_driver`], which also brings the fix.
     pub fn apply_remote_fix(&self, event: DriverLocationEvent) -> bool {
         let fix = Fix {
@@ -601,7 +601,7 @@ impl LiveRow {
     }
 }
 
-/// The select of [`LiveRow`]: a driver with its vehicle type and presence.
+/// Builds the select of [`LiveRow`]: a driver with its vehicle type and presence.
 fn live_rows() -> sea_orm::Select<driver::Entity> {
     use driver_presence::Column as P;
 

@@ -34,7 +34,7 @@ fn ended(status: entity::enums::TripStatus) -> String {
 impl Trips {
     /// Returns the other party's contact to `actor`, a party to the trip: the rider gets the
     /// driver's, the driver the rider's. Both sides must be bound: the trip is accepted,
-    /// arrived or started with that driver, or the driver holds a pending offer of it.
+    /// arrived or started with that driver, or the driver has a pending offer of it.
     ///
     /// # Errors
     /// `NotFound` for an unknown trip; `Forbidden` when the actor is not a party or the

@@ -94,8 +94,8 @@ impl Trips {
         TimeDelta::seconds(self.config.offer_ttl_s)
     }
 
-    /// Updates the in-memory indexes after a committed change and tells subscribers and the
-    /// other instances.
+    /// Updates the in-memory indexes after a committed change and publishes it to
+    /// subscribers and the other instances.
     fn after_commit(&self, trip: trip::Model, event: trip_event::Model) {
         self.apply_change(&trip, &event);
         let kind = sea_orm::ActiveEnum::to_value(&event.kind);
@@ -103,7 +103,7 @@ impl Trips {
         self.bus.publish_trip(TripUpdateEvent { trip, event });
     }
 
-    /// Applies a change another instance committed, and tells local subscribers.
+    /// Applies a change another instance committed, and publishes it to local subscribers.
     pub fn apply_remote(&self, change: TripUpdateEvent) {
         self.apply_change(&change.trip, &change.event);
         self.bus.deliver_trip(change);
@@ -119,7 +119,7 @@ impl Trips {
         Ok(())
     }
 
-    /// The in-memory side of a committed change: the open request index and the driver's
+    /// Applies the in-memory side of a committed change: the open request index and the driver's
     /// binding. Applying the same change twice, or an older one after a newer, is harmless.
     fn apply_change(&self, trip: &trip::Model, event: &trip_event::Model) {
         // A trip enters the index once, when requested, and never returns to REQUESTED. A

@@ -134,7 +134,7 @@ async fn wait_request_shown(app: &TestApp, driver: &str, trip: &str, shown: bool
     .await;
 }
 
-/// A fix at `lat` on the driver's meridian, timed now. Tests move drivers by at most 0.0005°
+/// Builds a fix at `lat` on the driver's meridian, timed now. Tests move drivers by at most 0.0005°
 /// (55 m), within the default jump tolerance of 100 m.
 fn fix_at(lat: f64) -> Value {
     json!({ "lat": lat, "lng": DRIVER_AT.1, "recordedAt": time_from_now(0) })
@@ -197,7 +197,7 @@ async fn trip_changes_on_one_instance_reach_the_other() {
     assert_eq!(data["liveTrips"]["event"]["kind"], "REQUESTED");
     wait_request_shown(&b, &driver, &trip, true).await;
 
-    // Accepted through B: A's subscriber sees it, and neither instance matches the busy
+    // Accepted through B: A's subscriber gets it, and neither instance matches the busy
     // driver or shows the taken request.
     let mut follower = a
         .subscribe(Protocol::LegacyWs, TRIP_UPDATED, json!({ "t": trip }))
@@ -335,7 +335,7 @@ async fn restarted_instance_rebuilds_from_the_database() {
     let moved = DRIVER_AT.0 + 0.0005;
     a.update_location(&driver, fix_at(moved)).await;
 
-    // A prefix of its own cuts B off from A's events: what it knows after the restart comes
+    // A prefix of its own cuts B off from A's events: its state after the restart comes
     // from the database.
     let prefix = unique_redis_prefix();
     b.restart(|config| {
@@ -377,7 +377,7 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server on the same port and waits until it answers.
+    /// Starts the server on the same port and waits until it accepts connections.
     fn resume(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

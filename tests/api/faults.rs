@@ -86,7 +86,7 @@ async fn readyz(app: &TestApp) -> (u16, serde_json::Value) {
 
 const RIDER_TRIPS: &str = "query($r: ID!) { trips(filter: { riderId: $r }) { id status } }";
 
-/// Where the test PostgreSQL listens, from the URL the other tests use.
+/// Returns where the test PostgreSQL listens, from the URL the other tests use.
 fn postgres_addr() -> SocketAddr {
     let admin = std::env::var("MOBILITY_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -117,7 +117,7 @@ async fn database_outage_is_reported_refused_cleanly_and_healed() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["database"], "unreachable", "{body}");
 
-    // A write fails with a code that tells the client to retry, not a generic 500.
+    // A write fails with a retryable code, not a generic 500.
     let refused = app
         .gql(
             "mutation($input: RequestTripInput!) { requestTrip(input: $input) { id } }",
@@ -132,8 +132,8 @@ async fn database_outage_is_reported_refused_cleanly_and_healed() {
         refused["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
         "{refused}"
     );
-    // Matching needs no database and keeps answering; the profile, read from the database,
-    // is refused with the same retryable code.
+    // Matching needs no database and keeps working. The profile, read from the database,
+    // fails with the same retryable code.
     let nearby = app
         .gql(
             "query($n: LatLngInput!) { nearbyDrivers(near: $n) { drivers { driverId \

@@ -53,7 +53,7 @@ macro_rules! on_both_backends {
 pub const ADMIN_TOKEN: &str =
     "mob_00000000000000000000000000000000000000000000000000000000000000ad";
 
-/// An HTTP client that sends `token` as its bearer token.
+/// Builds an HTTP client that sends `token` as its bearer token.
 pub fn client_with_token(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let value = format!("Bearer {token}");
@@ -67,7 +67,7 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// An HTTP client that sends the admin token.
+/// Builds an HTTP client that sends the admin token.
 pub fn client() -> reqwest::Client {
     client_with_token(ADMIN_TOKEN)
 }
@@ -76,7 +76,7 @@ pub fn client() -> reqwest::Client {
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The Redis the multi-instance tests use: `MOBILITY_TEST_REDIS_URL` or the machine's.
-/// Panics with the command that starts it when it does not answer; never skips.
+/// Panics with the command that starts it when it does not respond; never skips.
 #[allow(dead_code)]
 pub async fn test_redis_url() -> String {
     let url = std::env::var("MOBILITY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
@@ -97,7 +97,7 @@ pub async fn test_redis_url() -> String {
     url
 }
 
-/// A Redis key prefix no other test uses.
+/// Returns a Redis key prefix no other test uses.
 #[allow(dead_code)]
 pub fn unique_redis_prefix() -> String {
     format!("mobility-test-{}-{}", std::process::id(), unique())
@@ -641,7 +641,7 @@ pub fn assert_code(body: &Value, code: &str, what: &str) {
     );
 }
 
-/// What a server answered to `connection_init`.
+/// Server reply to `connection_init`.
 #[derive(Debug, PartialEq)]
 #[allow(dead_code)]
 pub enum InitOutcome {
@@ -655,7 +655,7 @@ pub enum InitOutcome {
 impl TestApp {
     /// Opens a WebSocket with `protocol` (and `Authorization: Bearer <header_token>` on the
     /// upgrade request when given), sends `connection_init` with `payload`, and returns the
-    /// server's first answer.
+    /// server's first reply.
     #[allow(dead_code)]
     pub async fn connection_init(
         &self,
