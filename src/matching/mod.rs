@@ -248,10 +248,10 @@ impl Matcher {
                         eta_s,
                         location_age_s: age_s,
                         max_location_age_s: f64::from(max_age_s),
-                        rating_sum: driver.rating_sum,
-                        rating_count: driver.rating_count,
-                        offers_accepted: driver.offers_accepted,
-                        offers_rejected: driver.offers_rejected,
+                        rating_sum: i64::from(driver.rating_sum),
+                        rating_count: i64::from(driver.rating_count),
+                        offers_accepted: i64::from(driver.offers_accepted),
+                        offers_rejected: i64::from(driver.offers_rejected),
                         idle_s,
                     };
                     candidates.push(RankedDriver {

@@ -177,7 +177,7 @@ impl Driver {
         let services = ctx.data::<Services>()?;
         let live = services.tracking.live().get(self.0.id);
         let (sum, count) = live.map_or((self.0.rating_sum, self.0.rating_count), |d| {
-            (d.rating_sum, d.rating_count)
+            (i64::from(d.rating_sum), i64::from(d.rating_count))
         });
         Ok(summary(sum, count, services))
     }
@@ -185,13 +185,13 @@ impl Driver {
     /// Offers accepted.
     async fn offers_accepted(&self, ctx: &Context<'_>) -> Result<i64> {
         let live = ctx.data::<Services>()?.tracking.live().get(self.0.id);
-        Ok(live.map_or(self.0.offers_accepted, |d| d.offers_accepted))
+        Ok(live.map_or(self.0.offers_accepted, |d| i64::from(d.offers_accepted)))
     }
 
     /// Offers declined or left to expire.
     async fn offers_rejected(&self, ctx: &Context<'_>) -> Result<i64> {
         let live = ctx.data::<Services>()?.tracking.live().get(self.0.id);
-        Ok(live.map_or(self.0.offers_rejected, |d| d.offers_rejected))
+        Ok(live.map_or(self.0.offers_rejected, |d| i64::from(d.offers_rejected)))
     }
 
     /// Accepted over answered offers, smoothed toward the prior so a new driver is not at 0
@@ -203,7 +203,7 @@ impl Driver {
             .live()
             .get(self.0.id)
             .map_or((self.0.offers_accepted, self.0.offers_rejected), |d| {
-                (d.offers_accepted, d.offers_rejected)
+                (i64::from(d.offers_accepted), i64::from(d.offers_rejected))
             });
         Ok(smoothed_acceptance(
             accepted,

@@ -25,10 +25,13 @@ pub struct LiveDriver {
     pub active_trip_id: Option<i64>,
     /// Since when the driver has been online without a trip.
     pub available_since: Option<DateTime<Utc>>,
-    pub rating_sum: i64,
-    pub rating_count: i64,
-    pub offers_accepted: i64,
-    pub offers_rejected: i64,
+    // The four counters are `u32` rather than the stored `i64`: 16 bytes less per driver in
+    // a record kept for every driver, and 4 billion ratings or offers is out of reach.
+    /// Sum of the stars of every rating received.
+    pub rating_sum: u32,
+    pub rating_count: u32,
+    pub offers_accepted: u32,
+    pub offers_rejected: u32,
     /// Id of the latest trip event that bound this driver to a trip or released it, or 0
     /// before the first. An older event applied late must not undo a newer one.
     pub binding_event_id: i64,

@@ -2,27 +2,29 @@
 //! validation, and the rebuild of the live registry from storage at start.
 //!
 //! A location update is judged in memory first (stale or impossible jump), then written to
-//! storage with a condition on the stored fix time, then applied in memory. Two concurrent
+//! storage by the group-commit [`writer`] with a condition on the stored fix time, then
+//! applied in memory. Two concurrent
 //! updates of one driver therefore end with the newer fix everywhere.
 
 pub mod live;
 pub mod rules;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use entity::{driver, driver_presence, location_history, trip, vehicle};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
+use entity::{driver, driver_presence, trip, vehicle};
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult,
     JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
-    TransactionTrait,
 };
 use tracing::{debug, instrument};
 
 pub use live::{LiveDriver, LiveDrivers};
 pub use rules::{Fix, FixRules, FixVerdict, judge_fix};
+pub use writer::FixWriter;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::events::{DriverLocationEvent, EventBus};
@@ -83,6 +85,7 @@ pub struct Tracking {
     live: Arc<LiveDrivers>,
     bus: EventBus,
     config: TrackingConfig,
+    writer: FixWriter,
 }
 
 impl Tracking {
@@ -93,6 +96,7 @@ impl Tracking {
         config: TrackingConfig,
     ) -> Self {
         Self {
+            writer: FixWriter::start(db.clone()),
             db,
             live,
             bus,
@@ -378,7 +382,7 @@ impl Tracking {
             }
         }
         if !accepted.is_empty() {
-            self.persist_fixes(&accepted, &latest, now).await?;
+            self.persist_fixes(&accepted, now).await?;
         }
         for (i, driver_id, fix) in accepted {
             results[i] = Some(Ok(self.apply_accepted(driver_id, fix)));
@@ -476,72 +480,18 @@ impl Tracking {
         }
     }
 
-    /// Appends the accepted fixes to the history with one multi-row insert, and moves each
-    /// driver's presence row to its latest fix with one upsert whose update only applies when
-    /// the stored fix is older. Both run in one transaction.
+    /// Stores the accepted fixes, with other requests' fixes, through the group-commit
+    /// writer, and returns once they are committed.
     async fn persist_fixes(
         &self,
         accepted: &[(usize, i64, Fix)],
-        latest: &HashMap<i64, Fix>,
         now: DateTime<Utc>,
     ) -> Result<(), DbErr> {
-        use driver_presence::Column as P;
-
-        let history = accepted
+        let fixes = accepted
             .iter()
-            .map(|(_, driver_id, fix)| location_history::ActiveModel {
-                driver_id: Set(*driver_id),
-                lat: Set(fix.position.lat),
-                lng: Set(fix.position.lng),
-                heading_deg: Set(fix.heading_deg),
-                speed_mps: Set(fix.speed_mps),
-                accuracy_m: Set(fix.accuracy_m),
-                recorded_at: Set(fix.recorded_at),
-                received_at: Set(now),
-                ..Default::default()
-            });
-        let presence = latest
-            .iter()
-            .map(|(driver_id, fix)| driver_presence::ActiveModel {
-                driver_id: Set(*driver_id),
-                // Only used if the row is missing, which cannot happen for an online driver.
-                online: Set(true),
-                lat: Set(Some(fix.position.lat)),
-                lng: Set(Some(fix.position.lng)),
-                heading_deg: Set(fix.heading_deg),
-                speed_mps: Set(fix.speed_mps),
-                accuracy_m: Set(fix.accuracy_m),
-                recorded_at: Set(Some(fix.recorded_at)),
-                available_since: Set(None),
-                updated_at: Set(now),
-            });
-        let stored = Expr::col((driver_presence::Entity, P::RecordedAt));
-        let newer = stored
-            .clone()
-            .is_null()
-            .or(stored.lt(Expr::col((Alias::new("excluded"), P::RecordedAt))));
-        let upsert = OnConflict::column(P::DriverId)
-            .update_columns([
-                P::Lat,
-                P::Lng,
-                P::HeadingDeg,
-                P::SpeedMps,
-                P::AccuracyM,
-                P::RecordedAt,
-                P::UpdatedAt,
-            ])
-            .action_and_where(newer)
-            .to_owned();
-
-        let txn = self.db.begin().await?;
-        location_history::Entity::insert_many(history)
-            .exec_without_returning(&txn)
-            .await?;
-        driver_presence::Entity::insert_many(presence)
-            .on_conflict(upsert)
-            .exec_without_returning(&txn)
-            .await?;
-        txn.commit().await
+            .map(|(_, driver_id, fix)| (*driver_id, *fix))
+            .collect();
+        self.writer.store(fixes, now).await
     }
 }
 
@@ -578,13 +528,19 @@ struct LiveRow {
     available_since: Option<DateTime<Utc>>,
 }
 
+/// A stored counter as the registry keeps it; a negative value, which no write produces, reads
+/// as 0.
+fn saturate(counter: i64) -> u32 {
+    u32::try_from(Ord::max(counter, 0)).unwrap_or(u32::MAX)
+}
+
 impl LiveRow {
     fn into_live(self, active_trip_id: Option<i64>) -> LiveDriver {
         let mut live = LiveDriver::new(self.id, self.vehicle_type);
-        live.rating_sum = self.rating_sum;
-        live.rating_count = self.rating_count;
-        live.offers_accepted = self.offers_accepted;
-        live.offers_rejected = self.offers_rejected;
+        live.rating_sum = saturate(self.rating_sum);
+        live.rating_count = saturate(self.rating_count);
+        live.offers_accepted = saturate(self.offers_accepted);
+        live.offers_rejected = saturate(self.offers_rejected);
         live.active_trip_id = active_trip_id;
         live.online = self.online.unwrap_or(false);
         live.available_since = self.available_since;
@@ -613,16 +569,8 @@ fn live_rows() -> sea_orm::Select<driver::Entity> {
         .column(driver::Column::OffersAccepted)
         .column(driver::Column::OffersRejected)
         .column_as(vehicle::Column::VehicleType, "vehicle_type")
-        .columns([
-            P::Online,
-            P::Lat,
-            P::Lng,
-            P::HeadingDeg,
-            P::SpeedMps,
-            P::AccuracyM,
-            P::RecordedAt,
-            P::AvailableSince,
-        ])
+        .columns([P::Online, P::AvailableSince])
+        .columns(writer::FIX_COLUMNS)
         .join(JoinType::InnerJoin, driver::Relation::Vehicle.def())
         .join(JoinType::LeftJoin, driver::Relation::Presence.def())
 }

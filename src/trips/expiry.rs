@@ -85,7 +85,9 @@ impl Trips {
     /// Counts the expiries against the drivers in memory and publishes their events.
     pub(super) fn after_expiry(&self, trip: entity::trip::Model, expired: Vec<ExpiredOffer>) {
         for one in expired {
-            self.live.update(one.driver_id, |d| d.offers_rejected += 1);
+            self.live.update(one.driver_id, |d| {
+                d.offers_rejected = d.offers_rejected.saturating_add(1)
+            });
             self.bus.publish_driver_changed(one.driver_id);
             invalidate_in_background(&self.profiles, vec![ProfileKey::driver(one.driver_id)]);
             info!(

@@ -262,7 +262,9 @@ impl Trips {
 
         txn.commit().await?;
         if offer_id.is_some() {
-            self.live.update(driver_id, |d| d.offers_accepted += 1);
+            self.live.update(driver_id, |d| {
+                d.offers_accepted = d.offers_accepted.saturating_add(1)
+            });
             self.bus.publish_driver_changed(driver_id);
             self.profiles
                 .invalidate(&[ProfileKey::driver(driver_id)])
@@ -333,7 +335,9 @@ impl Trips {
             })?;
 
         txn.commit().await?;
-        self.live.update(driver_id, |d| d.offers_rejected += 1);
+        self.live.update(driver_id, |d| {
+            d.offers_rejected = d.offers_rejected.saturating_add(1)
+        });
         self.bus.publish_driver_changed(driver_id);
         self.profiles
             .invalidate(&[ProfileKey::driver(driver_id)])
@@ -582,8 +586,8 @@ impl Trips {
         self.profiles.invalidate(&[ratee]).await;
         if actor.role == ActorRole::Rider {
             self.live.update(ratee_id, |d| {
-                d.rating_sum += i64::from(stars);
-                d.rating_count += 1;
+                d.rating_sum = d.rating_sum.saturating_add(stars.unsigned_abs());
+                d.rating_count = d.rating_count.saturating_add(1);
             });
             self.bus.publish_driver_changed(ratee_id);
         }

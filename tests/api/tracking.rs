@@ -1,7 +1,8 @@
 //! Presence and location updates over the API. Covers `goOnline` and `goOffline`, the verdicts
 //! of `updateDriverLocation` (ACCEPTED, STALE, IMPOSSIBLE_JUMP) and their effect on the stored
 //! position, and the per-row results of `updateDriverLocations`. Also checks the range of each
-//! fix field and the rebuild of positions and presence after a restart.
+//! fix field and the rebuild of positions and presence after a restart, and that concurrent
+//! updates, which the server commits in shared transactions, are each stored.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -16,6 +17,7 @@ crate::on_both_backends!(
     batch_size,
     fix_field_limits,
     restart_rebuilds,
+    concurrent_updates_stored,
 );
 
 /// A point in Porto.
@@ -597,5 +599,54 @@ async fn restart_rebuilds(backend: Backend) {
         body["data"]["updateDriverLocation"]["status"], "ACCEPTED",
         "{body}"
     );
+    app.stop().await;
+}
+
+/// Many drivers update at once, one request each, with two concurrent requests of one driver
+/// carrying an older and a newer fix. After a restart, which reads storage only, every driver
+/// is where its last accepted fix put it.
+async fn concurrent_updates_stored(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let mut drivers = Vec::new();
+    for _ in 0..24 {
+        let driver = app.driver("MOTO").await;
+        go_online(&app, &driver, None).await;
+        drivers.push(driver);
+    }
+    let spot = |i: usize| (HOME.0 + 0.0001 * i as f64, HOME.1);
+    let newer = time_from_now(-5);
+    let older = time_from_now(-20);
+    let mut requests = Vec::new();
+    for (i, driver) in drivers.iter().enumerate() {
+        requests.push(app.update_location(driver, fix(spot(i), &newer)));
+    }
+    // The same driver again with an older fix elsewhere: whichever lands second, the newer
+    // fix must stay.
+    let moved = (HOME.0 - 0.001, HOME.1);
+    requests.push(app.update_location(&drivers[0], fix(moved, &older)));
+    let bodies = futures_util::future::join_all(requests).await;
+    let accepted = bodies
+        .iter()
+        .filter(|body| body["data"]["updateDriverLocation"]["status"] == "ACCEPTED")
+        .count();
+    assert!(
+        accepted >= drivers.len(),
+        "every driver's newest fix is accepted: {bodies:?}"
+    );
+    for body in &bodies {
+        assert!(body["errors"].is_null(), "{body}");
+    }
+
+    app.restart(|_| {}).await;
+
+    for (i, driver) in drivers.iter().enumerate() {
+        let state = presence(&app, driver).await;
+        assert_at(&state, spot(i), &format!("driver {i} after restart"));
+        assert_eq!(
+            parse_time(&state["recordedAt"]),
+            parse_time(&json!(newer)),
+            "driver {i}: {state}"
+        );
+    }
     app.stop().await;
 }
