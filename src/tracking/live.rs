@@ -70,8 +70,10 @@ impl LiveDriver {
 struct Registry {
     drivers: Vec<LiveDriver>,
     slots: HashMap<i64, u32>,
-    /// Online drivers with a position, each at its `fix.position`.
-    index: SpatialIndex<i64>,
+    /// Online drivers with a position, each at its `fix.position`, keyed by slot in
+    /// `drivers` rather than by id, which saves the walk of `nearbyDrivers` a look-up in
+    /// `slots` per candidate. Slots never move: a driver keeps its slot for the process's life.
+    index: SpatialIndex<u32>,
     /// Count of `insert` and `update` calls, so a reader of storage can tell whether a local
     /// change landed while it read (see [`LiveDrivers::merge_stored`]).
     generation: u64,
@@ -100,16 +102,16 @@ impl Registry {
     /// belongs after it.
     fn reindex(
         &mut self,
-        driver_id: i64,
+        slot: u32,
         before: Option<crate::geometry::LatLng>,
         after: Option<crate::geometry::LatLng>,
     ) {
         match (before, after) {
-            (Some(from), Some(to)) if from != to => self.index.relocate(driver_id, from, to),
+            (Some(from), Some(to)) if from != to => self.index.relocate(slot, from, to),
             (Some(from), None) => {
-                self.index.remove(driver_id, from);
+                self.index.remove(slot, from);
             }
-            (None, Some(to)) => self.index.insert(driver_id, to),
+            (None, Some(to)) => self.index.insert(slot, to),
             _ => {}
         }
     }
@@ -140,7 +142,7 @@ impl LiveDrivers {
             let current = slots.get(&d.driver_id) == Some(&(slot as u32));
             indexed_position(d)
                 .filter(|_| current)
-                .map(|p| (d.driver_id, p))
+                .map(|p| (slot as u32, p))
         }));
         Self {
             registry: RwLock::new(Registry {
@@ -161,19 +163,19 @@ impl LiveDrivers {
         let mut registry = self.registry.write();
         let id = driver.driver_id;
         let after = indexed_position(&driver);
-        let before = match registry.slots.get(&id) {
+        let (slot, before) = match registry.slots.get(&id) {
             Some(&slot) => {
                 let old = std::mem::replace(&mut registry.drivers[slot as usize], driver);
-                indexed_position(&old)
+                (slot, indexed_position(&old))
             }
             None => {
                 let slot = registry.drivers.len() as u32;
                 registry.slots.insert(id, slot);
                 registry.drivers.push(driver);
-                None
+                (slot, None)
             }
         };
-        registry.reindex(id, before, after);
+        registry.reindex(slot, before, after);
         registry.generation += 1;
     }
 
@@ -185,12 +187,12 @@ impl LiveDrivers {
         change: impl FnOnce(&mut LiveDriver),
     ) -> Option<LiveDriver> {
         let mut registry = self.registry.write();
-        let slot = *registry.slots.get(&driver_id)? as usize;
-        let driver = &mut registry.drivers[slot];
+        let slot = *registry.slots.get(&driver_id)?;
+        let driver = &mut registry.drivers[slot as usize];
         let before = indexed_position(driver);
         change(driver);
         let after_driver = driver.clone();
-        registry.reindex(driver_id, before, indexed_position(&after_driver));
+        registry.reindex(slot, before, indexed_position(&after_driver));
         registry.generation += 1;
         Some(after_driver)
     }
@@ -232,7 +234,7 @@ impl LiveDrivers {
         }
         *driver = merged;
         let after = indexed_position(driver);
-        registry.reindex(id, before, after);
+        registry.reindex(slot, before, after);
         registry.generation += 1;
         true
     }
@@ -286,7 +288,7 @@ impl LiveDrivers {
         let before = indexed_position(driver);
         driver.fix = Some(fix);
         let after = indexed_position(driver);
-        registry.reindex(driver_id, before, after);
+        registry.reindex(slot, before, after);
         true
     }
 
@@ -299,8 +301,8 @@ impl LiveDrivers {
         mut visit: impl FnMut(&LiveDriver, f64) -> bool,
     ) {
         let registry = self.registry.read();
-        for (driver_id, distance_m) in registry.index.nearest_within(center, radius_m) {
-            let Some(driver) = registry.get(driver_id) else {
+        for (slot, distance_m) in registry.index.nearest_within(center, radius_m) {
+            let Some(driver) = registry.drivers.get(slot as usize) else {
                 continue;
             };
             if !visit(driver, distance_m) {
