@@ -54,11 +54,6 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                // Negative means KiB: 64 MiB of page cache instead of SQLite's 2 MiB, enough
-                // for the presence table and the hot history index of 100,000 drivers.
-                .pragma("cache_size", "-65536")
-                // Statement journals of multi-row inserts stay in memory instead of temp files.
-                .pragma("temp_store", "MEMORY")
         });
     Database::connect(options).await
 }
