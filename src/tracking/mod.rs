@@ -382,10 +382,23 @@ impl Tracking {
             }
         }
         if !accepted.is_empty() {
-            self.persist_fixes(&accepted, now).await?;
-        }
-        for (i, driver_id, fix) in accepted {
-            results[i] = Some(Ok(self.apply_accepted(driver_id, fix)));
+            // Storing and applying run in a task of their own. A closed connection drops the
+            // request, and a committed fix must still reach memory: otherwise a resent copy
+            // would be accepted and stored twice.
+            let this = self.clone();
+            let applied = tokio::spawn(async move {
+                this.persist_fixes(&accepted, now).await?;
+                let outcomes: Vec<_> = accepted
+                    .into_iter()
+                    .map(|(i, driver_id, fix)| (i, this.apply_accepted(driver_id, fix)))
+                    .collect();
+                Ok::<_, DbErr>(outcomes)
+            })
+            .await
+            .map_err(|e| DbErr::Custom(format!("storing location fixes failed: {e}")))??;
+            for (i, outcome) in applied {
+                results[i] = Some(Ok(outcome));
+            }
         }
         for result in results.iter().flatten() {
             let status = match result {
@@ -528,8 +541,8 @@ struct LiveRow {
     available_since: Option<DateTime<Utc>>,
 }
 
-/// A stored counter as the registry keeps it; a negative value, which no write produces, reads
-/// as 0.
+/// Converts a stored counter to the registry's `u32`, reading a negative value, which no
+/// write produces, as 0.
 fn saturate(counter: i64) -> u32 {
     u32::try_from(Ord::max(counter, 0)).unwrap_or(u32::MAX)
 }

@@ -15,12 +15,13 @@ use entity::{driver_presence, location_history};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryTrait, TransactionTrait,
+    QueryTrait, RuntimeErr, TransactionTrait,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{Instrument, debug, warn};
 
 use super::rules::Fix;
+use crate::error::database_unreachable;
 
 /// Fixes in one group at most. A single request larger than this still goes alone.
 const MAX_GROUP_FIXES: usize = 2_000;
@@ -81,8 +82,9 @@ impl FixWriter {
     /// returns once they are committed.
     ///
     /// # Errors
-    /// The database error of the commit. When a group fails, each of its requests is retried
-    /// alone, so a request gets the error of its own fixes.
+    /// The database error of the commit. When a group fails on an unreachable database,
+    /// every request gets that error. On other errors each request is written again alone
+    /// and gets the error of its own fixes.
     pub async fn store(
         &self,
         fixes: Vec<(i64, Fix)>,
@@ -114,6 +116,16 @@ async fn run(db: DatabaseConnection, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             Err(e) if group.len() == 1 => {
                 let _ = group.into_iter().next().map(|job| job.done.send(Err(e)));
+            }
+            // A database that cannot be reached fails every request at once, because
+            // writing them one by one would wait out a timeout each. The commit may also
+            // have landed before the connection dropped, and a rewrite would store it twice.
+            Err(e) if database_unreachable(&e) => {
+                warn!(error = %e, requests = group.len(), "group write failed; database unreachable");
+                for job in group {
+                    let unreachable = DbErr::Conn(RuntimeErr::Internal(e.to_string()));
+                    let _ = job.done.send(Err(unreachable));
+                }
             }
             Err(e) => {
                 warn!(error = %e, requests = group.len(), "group write failed; writing each request alone");
