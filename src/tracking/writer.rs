@@ -73,6 +73,8 @@ impl FixWriter {
         let queue = Arc::new(Mutex::new(queue));
         for writer in 0..writers {
             let task = run(db.clone(), queue.clone());
+            // NOTE: nothing restarts a writer that panics. On SQLite every later location
+            // update then fails with "the location writer has stopped" until a restart.
             tokio::spawn(task.instrument(tracing::info_span!("fix_writer", writer)));
         }
         Self { jobs }
@@ -165,6 +167,9 @@ async fn write(db: &DatabaseConnection, group: &[Job]) -> Result<(), DbErr> {
         })
         .collect();
     let mut latest: HashMap<i64, (Fix, DateTime<Utc>)> = HashMap::new();
+    // NOTE: two concurrent fixes of one driver with the same device time are both accepted.
+    // Storage keeps the one first in the group and memory the one applied first, which can
+    // differ.
     for job in group {
         for (driver_id, fix) in &job.fixes {
             let newer = latest
