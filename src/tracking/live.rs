@@ -72,7 +72,8 @@ struct Registry {
     slots: HashMap<i64, u32>,
     /// Online drivers with a position, each at its `fix.position`, keyed by slot in
     /// `drivers` rather than by id, which saves the walk of `nearbyDrivers` a look-up in
-    /// `slots` per candidate. Slots never move: a driver keeps its slot for the process's life.
+    /// `slots` per candidate. A driver keeps its slot until `merge_snapshot` rebuilds the
+    /// whole registry, index included.
     index: SpatialIndex<u32>,
     /// Count of `insert` and `update` calls, so a reader of storage can tell whether a local
     /// change landed while it read (see [`LiveDrivers::merge_stored`]).

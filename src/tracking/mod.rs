@@ -3,8 +3,8 @@
 //!
 //! A location update is judged in memory first (stale or impossible jump), then written to
 //! storage by the group-commit [`writer`] with a condition on the stored fix time, then
-//! applied in memory. Two concurrent
-//! updates of one driver therefore end with the newer fix everywhere.
+//! applied in memory. Two concurrent updates of one driver therefore end with the newer fix
+//! everywhere.
 
 pub mod live;
 pub mod rules;
@@ -310,8 +310,8 @@ impl Tracking {
     }
 
     /// Applies a fix another instance accepted and stored, and publishes it to local
-    /// subscribers. Returns `false` for a driver missing from this instance's registry; the caller reads it
-    /// from storage with [`Self::refresh_driver`], which also brings the fix.
+    /// subscribers. Returns `false` for a driver missing from this instance's registry, which
+    /// the caller then reads from storage with [`Self::refresh_driver`], fix included.
     pub fn apply_remote_fix(&self, event: DriverLocationEvent) -> bool {
         let fix = Fix {
             position: event.position,

@@ -2,8 +2,8 @@
 //! a few writer tasks, and each task stores everything queued so far in one transaction: a
 //! multi-row insert into `location_history` and one upsert of `driver_presence`.
 //!
-//! A request still gets its response only after its fixes are committed, so durability is unchanged.
-//! What grouping saves is a transaction per request, and on SQLite the wait for its single
+//! A request still gets its response only after its fixes are committed, so durability is
+//! unchanged. What grouping saves is a transaction per request, and on SQLite the wait for its single
 //! connection. With one fix per request from 16 clients, the server stored 3,114 fixes a
 //! second with a transaction per request and 10,312 grouped (BENCHMARKS.md, on 2 cores).
 
@@ -117,7 +117,9 @@ async fn run(db: DatabaseConnection, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 }
             }
             Err(e) if group.len() == 1 => {
-                let _ = group.into_iter().next().map(|job| job.done.send(Err(e)));
+                if let Some(job) = group.into_iter().next() {
+                    let _ = job.done.send(Err(e));
+                }
             }
             // A database that cannot be reached fails every request at once, because
             // writing them one by one would wait out a timeout each. The commit may also
@@ -233,7 +235,8 @@ fn presence_row(
 ) -> driver_presence::ActiveModel {
     driver_presence::ActiveModel {
         driver_id: Set(driver_id),
-        // Only used if the row is missing, which cannot happen for an online driver.
+        // Only used if the row is missing. It is not: going online creates the row, and only
+        // fixes of online drivers are accepted.
         online: Set(true),
         lat: Set(Some(fix.position.lat)),
         lng: Set(Some(fix.position.lng)),

@@ -356,6 +356,21 @@ impl TestApp {
             .await
     }
 
+    /// Builds the upgrade request of `/graphql/ws` offering `protocol`.
+    fn ws_request(
+        &self,
+        protocol: Protocol,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        let mut request = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .expect("WebSocket request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.name()),
+        );
+        request
+    }
+
     /// Opens a WebSocket subscription with `protocol`, authenticated with `token`, and waits
     /// for the server's ack.
     pub async fn subscribe_as(
@@ -365,13 +380,7 @@ impl TestApp {
         query: &str,
         variables: Value,
     ) -> Subscription {
-        let mut request = format!("ws://{}/graphql/ws", self.addr)
-            .into_client_request()
-            .expect("WebSocket request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(protocol.name()),
-        );
+        let request = self.ws_request(protocol);
         let (mut socket, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("WebSocket connects");
@@ -663,13 +672,7 @@ impl TestApp {
         header_token: Option<&str>,
         payload: Value,
     ) -> InitOutcome {
-        let mut request = format!("ws://{}/graphql/ws", self.addr)
-            .into_client_request()
-            .expect("WebSocket request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(protocol.name()),
-        );
+        let mut request = self.ws_request(protocol);
         if let Some(token) = header_token {
             request.headers_mut().insert(
                 "Authorization",
@@ -717,13 +720,7 @@ impl TestApp {
     #[allow(dead_code)]
     pub async fn connect_ws(&self) -> Result<Subscription, tokio_tungstenite::tungstenite::Error> {
         let protocol = Protocol::TransportWs;
-        let mut request = format!("ws://{}/graphql/ws", self.addr)
-            .into_client_request()
-            .expect("WebSocket request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(protocol.name()),
-        );
+        let request = self.ws_request(protocol);
         let (socket, _) = tokio_tungstenite::connect_async(request).await?;
         let mut sub = Subscription { socket, protocol };
         send_json(
